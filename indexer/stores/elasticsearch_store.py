@@ -1,0 +1,543 @@
+"""The scale-out lexical leg: BM25 over product text in an Elasticsearch 8.x cluster.
+
+One object owns both the index mapping and the queries that read it, so indexing and querying cannot
+drift apart. The semantics match the embedded tantivy store: text fields title (boost 2), brand,
+description, category (the path joined with " > ") and attributes, scored as the sum of per-field BM25
+(`multi_match` of type `most_fields`, operator OR); filters run in filter context on keyword fields
+(`category_key`, `brand_key`) and a numeric `price`, with the semantics of `Filters.matches`.
+
+Each index version is a concrete index `{prefix}-{namespace}-{version}` behind the alias
+`{prefix}-{namespace}`; `activate()` moves the alias in one atomic `_aliases` call, so readers switch from
+the old version to the new one with no gap, and `cleanup_versions` deletes old versions on request.
+
+>>> from shopfusion.config import ElasticsearchSettings
+>>> from shopfusion.types import Product
+>>> settings = ElasticsearchSettings(hosts=("http://127.0.0.1:9200",), analyzer="standard")
+>>> index = ElasticsearchLexicalIndex(settings, namespace="demo", version="v1", create=True)
+>>> report = index.upsert([Product(id="1", title="Cordless drill")])  # doctest: +SKIP
+>>> index.commit(); index.activate()  # doctest: +SKIP
+>>> [hit.product_id for hit in index.search("drill", k=5)]  # doctest: +SKIP
+['1']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from indexer.stores.base import BulkReport
+from shopfusion.config import ElasticsearchSettings
+from shopfusion.errors import BackendError, ConfigError, require
+from shopfusion.types import Filters, LegHit, Product, normalize_brand, normalize_category
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
+logger = logging.getLogger(__name__)
+
+FIELD_BOOSTS: dict[str, float] = {"title": 2.0, "brand": 1.0, "description": 1.0, "category": 1.0,
+                                  "attributes": 1.0}
+"""Per-field BM25 boosts, the same as the embedded tantivy store's."""
+
+RETRY_ON_STATUS: tuple[int, ...] = (429, 502, 503, 504)
+"""Bulk items (and whole bulk requests) rejected with these statuses are retried with backoff."""
+
+_INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+class ElasticsearchLexicalIndex:
+    """One version of the lexical index in Elasticsearch: `{prefix}-{namespace}-{version}`.
+
+    The constructor is cheap: the client is created, and the index checked (or created with
+    `create=True`), on first use. `create=True` reuses an index that already exists, so an interrupted
+    build resumes without duplicates (documents are keyed by product id); without it a missing index is
+    a `BackendError`.
+
+    Keyword arguments (documented defaults):
+    - `shards` (1): primary shards. BM25 statistics are per shard, so one shard gives exact BM25 and
+      the same ranking as the embedded engine; raise it only for catalogs that need it.
+    - `replicas` (None: the cluster default, 1): replica shards. A single node stays yellow with 1.
+    - `initial_backoff` (1.0 s) / `max_backoff` (30.0 s): the capped exponential backoff of bulk retries;
+      the number of retries is `settings.max_retries`.
+    """
+
+    def __init__(
+        self,
+        settings: ElasticsearchSettings,
+        *,
+        namespace: str,
+        version: str,
+        create: bool = False,
+        shards: int = 1,
+        replicas: int | None = None,
+        initial_backoff: float = 1.0,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.namespace = _check_name("namespace", namespace)
+        self.version = _check_name("version", version)
+        self.alias = f"{settings.index_prefix}-{namespace}"
+        self.name = _check_name("index name", f"{self.alias}-{version}")
+        self.create = create
+        self.shards = shards
+        self.replicas = replicas
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self._client: Elasticsearch | None = None
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"ElasticsearchLexicalIndex({self.name!r}, hosts={_redacted_hosts(self.settings)})"
+
+    # -- the mapping and the documents it describes ---------------------------------------------------
+    def index_body(self) -> dict[str, Any]:
+        """Settings and mappings of a new version: analyzer and BM25 parameters from the settings."""
+        text = {"type": "text", "analyzer": self.settings.analyzer}
+        index_settings: dict[str, Any] = {
+            "number_of_shards": self.shards,
+            "similarity": {
+                "default": {"type": "BM25", "k1": self.settings.bm25_k1, "b": self.settings.bm25_b}
+            },
+        }
+        if self.replicas is not None:
+            index_settings["number_of_replicas"] = self.replicas
+        return {
+            "settings": {"index": index_settings},
+            "mappings": {
+                "dynamic": "strict",
+                "_meta": {"shopfusion": {"namespace": self.namespace, "version": self.version}},
+                "properties": {
+                    "id": {"type": "keyword"},
+                    **{field: dict(text) for field in FIELD_BOOSTS},
+                    "brand_key": {"type": "keyword"},
+                    "category_key": {"type": "keyword"},
+                    "price": {"type": "double"},
+                    "product": {"type": "object", "enabled": False},
+                },
+            },
+        }
+
+    @staticmethod
+    def document(product: Product) -> dict[str, Any]:
+        """The indexed document: analyzed text fields, normalised filter keys, and the product itself."""
+        price = product.price
+        if price is not None and not math.isfinite(float(price)):
+            price = None  # NaN / inf: "no price", as `Filters.matches` treats it (and JSON cannot hold it)
+        stored = product.to_dict()
+        stored["price"] = price
+        return {
+            "id": product.id,
+            "title": product.title,
+            "brand": product.brand or None,
+            "description": product.description or None,
+            "category": product.category_text or None,
+            "attributes": product.attribute_text or None,
+            "brand_key": normalize_brand(product.brand or ""),
+            "category_key": normalize_category(product.category_path),
+            "price": price,
+            "product": stored,
+        }
+
+    # -- the queries that read it ---------------------------------------------------------------------
+    @staticmethod
+    def text_query(query: str) -> dict[str, Any]:
+        return {
+            "multi_match": {
+                "query": query,
+                "type": "most_fields",
+                "operator": "or",
+                "fields": [f"{field}^{boost:g}" for field, boost in FIELD_BOOSTS.items()],
+            }
+        }
+
+    @staticmethod
+    def filter_clauses(filters: Filters | None) -> list[dict[str, Any]]:
+        """`Filters` as filter-context clauses (no effect on scores), semantics of `Filters.matches`."""
+        if filters is None or filters.empty:
+            return []
+        clauses: list[dict[str, Any]] = []
+        if filters.category:
+            key = filters.category_key
+            clauses.append({"bool": {"should": [
+                {"term": {"category_key": key}},
+                {"prefix": {"category_key": key + " > "}},
+            ], "minimum_should_match": 1}})
+        if filters.brands:
+            clauses.append({"terms": {"brand_key": list(filters.brand_keys)}})
+        if filters.price_min is not None or filters.price_max is not None:
+            bounds: dict[str, float] = {}
+            if filters.price_min is not None:
+                bounds["gte"] = float(filters.price_min)
+            if filters.price_max is not None:
+                bounds["lte"] = float(filters.price_max)
+            clauses.append({"range": {"price": bounds}})
+        return clauses
+
+    def query_body(self, query: str, filters: Filters | None = None,
+                   ids: Sequence[str] | None = None) -> dict[str, Any]:
+        clauses = self.filter_clauses(filters)
+        if ids is not None:
+            clauses.append({"ids": {"values": list(ids)}})
+        return {"bool": {"must": [self.text_query(query)], "filter": clauses}}
+
+    # -- the client -------------------------------------------------------------------------------------
+    @property
+    def client(self) -> Elasticsearch:
+        if self._client is None:
+            self._client = make_client(self.settings)
+        return self._client
+
+    def _ensure(self) -> None:
+        """Check the index exists (create it with `create=True`) once, on first use."""
+        if self._ready:
+            return
+        with self._errors("open"):
+            exists = bool(self.client.indices.exists(index=self.name))
+            if not exists and not self.create:
+                raise BackendError(
+                    f"Elasticsearch index {self.name} does not exist: build it first (`shopfusion index` "
+                    f"with lexical = \"elasticsearch\"), or check elasticsearch.index_prefix and the version"
+                )
+            if not exists:
+                body = self.index_body()
+                try:
+                    self.client.indices.create(index=self.name, settings=body["settings"],
+                                               mappings=body["mappings"])
+                    logger.info("created Elasticsearch index %s", self.name)
+                except _es().BadRequestError as exc:
+                    if _error_type(exc) != "resource_already_exists_exception":
+                        raise
+            elif self.create:
+                # Resuming an interrupted build: the existing mapping must agree with ours.
+                mappings = self.index_body()["mappings"]
+                self.client.indices.put_mapping(index=self.name, dynamic=mappings["dynamic"],
+                                                meta=mappings["_meta"], properties=mappings["properties"])
+        self._ready = True
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        with translate_errors(self.settings, action, self.name):
+            yield
+
+    # -- LexicalIndex -----------------------------------------------------------------------------------
+    def upsert(self, products: Iterable[Product]) -> BulkReport:
+        """Index or replace products by id, streamed in chunks (by count and by bytes).
+
+        Items rejected with 429/502/503/504 are retried with capped exponential backoff; other per-item
+        failures (a document the mapping refuses, say) land in the report with Elasticsearch's reason.
+        """
+        self._ensure()
+        actions = ({"_op_type": "index", "_index": self.name, "_id": product.id,
+                    "_source": self.document(product)} for product in products)
+        return self._bulk(actions)
+
+    def delete(self, ids: Iterable[str]) -> None:
+        self._ensure()
+        actions = ({"_op_type": "delete", "_index": self.name, "_id": pid} for pid in ids)
+        report = self._bulk(actions, ignore_status=(404,))
+        if report.failed:
+            first = next(iter(report.failed.items()))
+            raise BackendError(f"Elasticsearch refused to delete {len(report.failed)} product(s) from "
+                               f"{self.name}, e.g. {first[0]}: {first[1]}")
+
+    def _bulk(self, actions: Iterable[dict[str, Any]], ignore_status: tuple[int, ...] = ()) -> BulkReport:
+        helpers = require("elasticsearch.helpers", "es")
+        report = BulkReport()
+        with self._errors("bulk write"):
+            for ok, item in helpers.streaming_bulk(
+                self.client, actions,
+                chunk_size=self.settings.chunk_size,
+                max_chunk_bytes=self.settings.max_chunk_bytes,
+                raise_on_error=False,
+                max_retries=self.settings.max_retries,
+                initial_backoff=self.initial_backoff,
+                max_backoff=self.max_backoff,
+                retry_on_status=RETRY_ON_STATUS,
+                ignore_status=ignore_status,
+            ):
+                info = next(iter(item.values()))
+                if ok or info.get("status") in ignore_status:
+                    report.succeeded += 1
+                else:
+                    report.failed[str(info.get("_id"))] = _item_reason(info)
+        if report.failed:
+            logger.warning("%d document(s) refused by %s", len(report.failed), self.name)
+        return report
+
+    def commit(self) -> None:
+        """Refresh: every write so far becomes visible (the translog already made it durable)."""
+        self._ensure()
+        with self._errors("refresh"):
+            self.client.indices.refresh(index=self.name)
+
+    def search(self, query: str, k: int, filters: Filters | None = None) -> list[LegHit]:
+        """Top-k by BM25 among products matching `filters`; the LegHit score is Elasticsearch's score."""
+        if k <= 0 or not query.strip():
+            return []
+        return self._search(self.query_body(query, filters), k)
+
+    def score(self, query: str, ids: Sequence[str]) -> dict[str, float]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted or not query.strip():
+            return {}
+        return {hit.product_id: hit.score for hit in self._search(self.query_body(query, ids=wanted),
+                                                                  len(wanted))}
+
+    def _search(self, body: dict[str, Any], k: int) -> list[LegHit]:
+        self._ensure()
+        with self._errors("search"):
+            response = self.client.search(
+                index=self.name, query=body, size=k, source=False, track_total_hits=False,
+                sort=[{"_score": "desc"}, {"id": "asc"}],  # equal scores: by product id, deterministic
+                track_scores=True,
+            )
+        return [LegHit(hit["_id"], float(hit["_score"]), rank)
+                for rank, hit in enumerate(response["hits"]["hits"], start=1)]
+
+    def explain(self, query: str, product_id: str) -> dict[str, Any]:
+        """Elasticsearch's explanation of one product's BM25 score for `query` (`matched` false if none)."""
+        self._ensure()
+        with self._errors("explain"):
+            try:
+                response = self.client.explain(index=self.name, id=product_id, query=self.query_body(query))
+            except _es().NotFoundError as exc:
+                if _error_type(exc) == "index_not_found_exception":
+                    raise
+                return {"matched": False, "explanation": None}
+        return {"matched": bool(response["matched"]), "explanation": response.get("explanation")}
+
+    def get(self, ids: Sequence[str]) -> dict[str, Product]:
+        """The stored products by id (ids not in the index are absent)."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+        self._ensure()
+        with self._errors("get"):
+            response = self.client.mget(index=self.name, ids=wanted, source=["product"])
+        return {doc["_id"]: Product.from_dict(doc["_source"]["product"])
+                for doc in response["docs"] if doc.get("found")}
+
+    def ids(self) -> set[str]:
+        helpers = require("elasticsearch.helpers", "es")
+        self._ensure()
+        with self._errors("scan"):
+            return {hit["_id"] for hit in helpers.scan(self.client, index=self.name, size=1000,
+                                                        query={"query": {"match_all": {}}, "_source": False})}
+
+    def count(self) -> int:
+        self._ensure()
+        with self._errors("count"):
+            return int(self.client.count(index=self.name)["count"])
+
+    def activate(self) -> None:
+        """Point the alias at this version and away from every other, in one atomic `_aliases` call."""
+        self._ensure()
+        with self._errors("alias swap"):
+            holders = current_indices(self.client, self.alias)
+            actions: list[dict[str, Any]] = [{"remove": {"index": name, "alias": self.alias}}
+                                             for name in sorted(holders) if name != self.name]
+            actions.append({"add": {"index": self.name, "alias": self.alias}})
+            self.client.indices.update_aliases(actions=actions)
+        logger.info("alias %s -> %s", self.alias, self.name)
+
+    def drop(self) -> None:
+        """Delete this version's concrete index (a missing one is fine)."""
+        with self._errors("delete index"):
+            self.client.indices.delete(index=self.name, ignore_unavailable=True)
+        self._ready = False
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+# -- versions -------------------------------------------------------------------------------------------
+def active_version(settings: ElasticsearchSettings, namespace: str) -> str | None:
+    """The version the alias `{prefix}-{namespace}` points at, or None when it points nowhere."""
+    alias = f"{settings.index_prefix}-{namespace}"
+    client = make_client(settings)
+    try:
+        with translate_errors(settings, "read alias", alias):
+            holders = current_indices(client, alias)
+    finally:
+        client.close()
+    if not holders:
+        return None
+    return sorted(holders)[0][len(alias) + 1:]
+
+
+def cleanup_versions(settings: ElasticsearchSettings, namespace: str, keep: list[str]) -> list[str]:
+    """Delete this namespace's versions except `keep` and the one the alias points at; returns the
+    deleted index names. Only indices this module created for `namespace` (tagged in their mapping's
+    `_meta`) are touched, so a namespace `shop` never deletes `shop-eu`'s versions."""
+    alias = f"{settings.index_prefix}-{namespace}"
+    client = make_client(settings)
+    deleted: list[str] = []
+    try:
+        with translate_errors(settings, "clean up versions", alias):
+            holders = current_indices(client, alias)
+            found = client.indices.get_mapping(index=f"{alias}-*", allow_no_indices=True,
+                                               expand_wildcards="open,closed")
+            for name, body in sorted(found.items()):
+                meta = (body.get("mappings", {}).get("_meta") or {}).get("shopfusion") or {}
+                if meta.get("namespace") != namespace or name in holders or meta.get("version") in keep:
+                    continue
+                client.indices.delete(index=name, ignore_unavailable=True)
+                deleted.append(name)
+                logger.info("deleted old version %s", name)
+    finally:
+        client.close()
+    return deleted
+
+
+def current_indices(client: Elasticsearch, alias: str) -> set[str]:
+    try:
+        return set(client.indices.get_alias(name=alias).body)
+    except _es().NotFoundError:
+        return set()
+
+
+# -- the client and its errors ---------------------------------------------------------------------------
+def make_client(settings: ElasticsearchSettings) -> Elasticsearch:
+    """A client from the settings: hosts, basic auth or API key, CA file, timeouts, bounded retries."""
+    es = require("elasticsearch", "es")
+    if settings.username is not None and settings.password is None:
+        raise ConfigError("elasticsearch.username is set without a password: set "
+                          "SHOPFUSION_ELASTICSEARCH_PASSWORD (or use elasticsearch.api_key)")
+    options: dict[str, Any] = {
+        "request_timeout": settings.request_timeout,
+        "max_retries": settings.max_retries,
+        "retry_on_timeout": True,
+        "retry_on_status": (502, 503, 504),
+    }
+    if settings.api_key:
+        options["api_key"] = settings.api_key
+    elif settings.username is not None:
+        options["basic_auth"] = (settings.username, settings.password)
+    if settings.ca_certs:
+        options["ca_certs"] = settings.ca_certs
+    if not settings.verify_certs:
+        options["verify_certs"] = False
+        options["ssl_show_warn"] = False
+    return es.Elasticsearch(list(settings.hosts), **options)
+
+
+@contextlib.contextmanager
+def translate_errors(settings: ElasticsearchSettings, action: str, index: str) -> Iterator[None]:
+    """Client exceptions as `BackendError`s that name the cause and the fix (never a credential)."""
+    es = _es()
+    hosts = _redacted_hosts(settings)
+    try:
+        yield
+    except es.AuthenticationException as exc:
+        how = "the API key" if settings.api_key else (
+            f"user {settings.username!r}" if settings.username else "no credentials")
+        raise BackendError(
+            f"Elasticsearch at {hosts} rejected the credentials (401, {how}) during {action}: set "
+            "SHOPFUSION_ELASTICSEARCH_USERNAME and SHOPFUSION_ELASTICSEARCH_PASSWORD, or "
+            "SHOPFUSION_ELASTICSEARCH_API_KEY (or [elasticsearch] in the config file)"
+        ) from None
+    except es.AuthorizationException as exc:
+        raise BackendError(
+            f"Elasticsearch at {hosts} refused {action} on {index} (403: {_reason(exc)}): grant the user "
+            f"the index privileges (create_index, write, read, manage) on {settings.index_prefix}-*"
+        ) from None
+    except es.NotFoundError as exc:
+        raise BackendError(
+            f"Elasticsearch index {index} not found during {action} ({_reason(exc)}): build it first "
+            f"(`shopfusion index` with lexical = \"elasticsearch\") or check elasticsearch.index_prefix"
+        ) from None
+    except es.BadRequestError as exc:
+        reason = _reason(exc)
+        if re.search(r"analyzer \[[^\]]*\] has not been configured|failed to find .*analyzer", reason):
+            fix = (f"analyzer {settings.analyzer!r} is not available on this node: set "
+                   "elasticsearch.analyzer = \"standard\" (nodes without the analysis-common module, such "
+                   "as the test zip, only have standard/simple/stop/whitespace/keyword)")
+        elif _error_type(exc) in {"mapper_parsing_exception", "illegal_argument_exception",
+                                  "mapper_exception", "strict_dynamic_mapping_exception"}:
+            fix = (f"index {index} has a conflicting mapping: drop it (or build a new version) and "
+                   "re-index; do not create shopfusion indices by hand")
+        else:
+            fix = "check the request and the node's version (the client is pinned to 8.x)"
+        raise BackendError(f"Elasticsearch refused {action} on {index} (400 {_error_type(exc)}: {reason}): "
+                           f"{fix}") from None
+    except es.ApiError as exc:
+        raise BackendError(f"Elasticsearch failed {action} on {index} ({exc.status_code} "
+                           f"{_error_type(exc)}: {_reason(exc)}): check the cluster's health") from None
+    except es.TransportError as exc:  # connection refused, DNS, TLS, timeouts (after the client's retries)
+        raise BackendError(
+            f"cannot reach Elasticsearch at {hosts} for {action} after {settings.max_retries} retries "
+            f"({type(exc).__name__}: {exc.message}): start it (`scripts/elasticsearch.sh start`, or "
+            f"`docker compose up -d elasticsearch`) or fix elasticsearch.hosts / SHOPFUSION_ELASTICSEARCH_HOSTS"
+        ) from None
+
+
+def _es() -> Any:
+    return require("elasticsearch", "es")
+
+
+def _error_type(exc: Any) -> str:
+    info = getattr(exc, "info", None) or getattr(exc, "body", None)
+    if isinstance(info, dict) and isinstance(info.get("error"), dict):
+        return str(info["error"].get("type", "error"))
+    return "error"
+
+
+def _reason(exc: Any) -> str:
+    info = getattr(exc, "info", None) or getattr(exc, "body", None)
+    if isinstance(info, dict) and isinstance(info.get("error"), dict):
+        error = info["error"]
+        causes = error.get("root_cause") or []
+        reason = error.get("reason") or ""
+        if causes and isinstance(causes[0], dict) and causes[0].get("reason") and not reason:
+            reason = causes[0]["reason"]
+        return str(reason)
+    return str(getattr(exc, "message", exc))
+
+
+def _item_reason(info: dict[str, Any]) -> str:
+    error = info.get("error")
+    return _shorten(_describe_item_error(info, error))
+
+
+def _shorten(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe_item_error(info: dict[str, Any], error: Any) -> str:
+    if isinstance(error, dict):
+        reason = f"{error.get('type', 'error')}: {error.get('reason', '')}"
+        cause = error.get("caused_by")
+        if isinstance(cause, dict) and cause.get("reason"):
+            reason += f" ({cause['reason']})"
+        return f"Elasticsearch refused the document ({info.get('status')}): {reason}"
+    return f"Elasticsearch refused the document ({info.get('status')}): {error}"
+
+
+def _redacted_hosts(settings: ElasticsearchSettings) -> str:
+    """Hosts for messages and repr, without any `user:password@` part."""
+    out = []
+    for host in settings.hosts:
+        parts = urlsplit(host if "://" in host else f"http://{host}")
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        out.append(urlunsplit((parts.scheme, netloc, parts.path, "", "")))
+    return ", ".join(out)
+
+
+def _check_name(what: str, value: str) -> str:
+    if not _INDEX_NAME.match(value) or len(value) > 200:
+        raise ConfigError(f"Elasticsearch {what} {value!r} is not allowed: use lowercase letters, digits, "
+                          "'.', '_' and '-', starting with a letter or digit")
+    return value
+
+
+__all__ = ["FIELD_BOOSTS", "ElasticsearchLexicalIndex", "active_version", "cleanup_versions", "make_client",
+           "translate_errors"]
