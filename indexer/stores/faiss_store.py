@@ -1,0 +1,300 @@
+"""The dense leg: FAISS inner-product search over L2-normalised vectors, with the same filters as BM25.
+
+Kinds: `flat` (exact, the default) and `hnsw` (approximate, for large catalogs; `auto` switches at
+`hnsw_threshold`). When FAISS has GPU support and a GPU is visible, the flat index is mirrored on the GPU
+for unfiltered searches; filtered searches run on the CPU copy (FAISS GPU indexes take no id selector),
+so results are the same either way.
+
+Filters are evaluated on metadata arrays kept beside the vectors (normalised category path, brand, price)
+with the semantics of `Filters.matches`; when few products pass, the survivors are scored exactly.
+
+Files in the store directory: `vectors.npy`, `ids.json`, `meta.json`, and `hnsw.faiss` for HNSW.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from shopfusion.errors import IndexStateError, QueryError
+from shopfusion.types import CATEGORY_SEPARATOR, Filters, LegHit, Product, normalize_brand, normalize_category
+
+VectorKind = Literal["flat", "hnsw"]
+EXACT_BELOW = 4096
+"""A filtered search whose survivors are fewer than this is scored exactly, whatever the index kind."""
+
+
+def faiss_module() -> Any:
+    import faiss
+
+    return faiss
+
+
+def gpu_count() -> int:
+    faiss = faiss_module()
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get is not None else 0
+
+
+class FaissVectorIndex:
+    """Vectors of one index version. `create=True` starts empty; otherwise the files in `path` load."""
+
+    def __init__(self, path: str | os.PathLike[str], *, dim: int | None = None, kind: VectorKind = "flat",
+                 hnsw_m: int = 32, ef_search: int = 128, use_gpu: bool | None = None,
+                 create: bool = False) -> None:
+        self.path = Path(path)
+        self.kind: VectorKind = kind
+        self.hnsw_m = hnsw_m
+        self.ef_search = ef_search
+        self.use_gpu = use_gpu
+        self._index: Any = None
+        self._gpu_index: Any = None
+        self._masks: OrderedDict[Filters, np.ndarray] = OrderedDict()
+        self._stored_index_valid = not create
+        if create:
+            if dim is None:
+                raise IndexStateError("a new vector index needs the embedding dimension")
+            self._dim = dim
+            self._vectors = np.zeros((0, dim), dtype=np.float32)
+            self._ids: list[str] = []
+            self._category = np.zeros(0, dtype=object)
+            self._brand = np.zeros(0, dtype=object)
+            self._price = np.zeros(0, dtype=np.float64)
+        else:
+            self._load()
+        self._rows = {pid: i for i, pid in enumerate(self._ids)}
+
+    def _load(self) -> None:
+        try:
+            meta = json.loads((self.path / "meta.json").read_text(encoding="utf-8"))
+            self._ids = json.loads((self.path / "ids.json").read_text(encoding="utf-8"))
+            self._vectors = np.load(self.path / "vectors.npy", mmap_mode=None)
+        except FileNotFoundError as exc:
+            raise IndexStateError(f"vector index at {self.path} is incomplete ({exc.filename} missing):"
+                                  " rebuild it with `shopfusion index`") from exc
+        self.kind = meta["kind"]
+        self._dim = int(meta["dim"])
+        self._category = np.array(meta["category"], dtype=object)
+        self._brand = np.array(meta["brand"], dtype=object)
+        self._price = np.array([np.nan if p is None else p for p in meta["price"]], dtype=np.float64)
+        if len(self._ids) != self._vectors.shape[0]:
+            raise IndexStateError(f"vector index at {self.path}: {len(self._ids)} ids for "
+                                  f"{self._vectors.shape[0]} vectors; rebuild it with `shopfusion index`")
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    # -- writing -----------------------------------------------------------------------------------
+    def upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self._dim or len(products) != vectors.shape[0]:
+            raise IndexStateError(f"expected {len(products)} vectors of dimension {self._dim},"
+                                  f" got shape {vectors.shape}: was the index built with another model?")
+        new_rows: list[int] = []
+        for i, product in enumerate(products):
+            row = self._rows.get(product.id)
+            if row is None:
+                new_rows.append(i)
+            else:
+                self._vectors[row] = vectors[i]
+                self._set_meta(row, product)
+        if new_rows:
+            start = len(self._ids)
+            self._vectors = np.concatenate([self._vectors, vectors[new_rows]])
+            added = [products[i] for i in new_rows]
+            self._ids.extend(p.id for p in added)
+            self._category = np.concatenate([self._category, np.array(
+                [normalize_category(p.category_path) for p in added], dtype=object)])
+            self._brand = np.concatenate([self._brand, np.array(
+                [normalize_brand(p.brand or "") for p in added], dtype=object)])
+            self._price = np.concatenate([self._price, np.array(
+                [np.nan if p.price is None else p.price for p in added], dtype=np.float64)])
+            self._rows.update({pid: start + j for j, pid in enumerate(p.id for p in added)})
+        self._invalidate()
+
+    def _set_meta(self, row: int, product: Product) -> None:
+        self._category[row] = normalize_category(product.category_path)
+        self._brand[row] = normalize_brand(product.brand or "")
+        self._price[row] = np.nan if product.price is None else product.price
+
+    def delete(self, ids: Iterable[str]) -> None:
+        rows = sorted({self._rows[pid] for pid in ids if pid in self._rows})
+        if not rows:
+            return
+        keep = np.ones(len(self._ids), dtype=bool)
+        keep[rows] = False
+        self._vectors = self._vectors[keep]
+        self._ids = [pid for pid, k in zip(self._ids, keep, strict=True) if k]
+        self._category, self._brand, self._price = self._category[keep], self._brand[keep], self._price[keep]
+        self._rows = {pid: i for i, pid in enumerate(self._ids)}
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        self._stored_index_valid = False
+        self._index = None
+        self._gpu_index = None
+        self._masks.clear()
+
+    def commit(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "kind": self.kind, "dim": self._dim, "count": len(self._ids),
+            "category": list(self._category), "brand": list(self._brand),
+            "price": [None if np.isnan(p) else float(p) for p in self._price],
+        }
+        _atomic_write(self.path / "ids.json", json.dumps(self._ids).encode())
+        _atomic_write(self.path / "meta.json", json.dumps(meta).encode())
+        tmp = self.path / "vectors.npy.tmp"
+        with tmp.open("wb") as handle:
+            np.save(handle, self._vectors)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path / "vectors.npy")
+        if self.kind == "hnsw":
+            faiss = faiss_module()
+            tmp_index = self.path / "hnsw.faiss.tmp"
+            faiss.write_index(self.index, str(tmp_index))
+            os.replace(tmp_index, self.path / "hnsw.faiss")
+
+    # -- the FAISS index -----------------------------------------------------------------------------
+    @property
+    def index(self) -> Any:
+        if self._index is None:
+            self._index = self._build()
+        return self._index
+
+    def _build(self) -> Any:
+        faiss = faiss_module()
+        if self.kind == "hnsw":
+            stored = self.path / "hnsw.faiss"
+            if stored.is_file() and self._stored_index_valid:
+                index = faiss.read_index(str(stored))
+                if index.ntotal == len(self._ids):
+                    index.hnsw.efSearch = self.ef_search
+                    return index
+            index = faiss.IndexHNSWFlat(self._dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = 80
+            index.hnsw.efSearch = self.ef_search
+        else:
+            index = faiss.IndexFlatIP(self._dim)
+        if len(self._ids):
+            index.add(self._vectors)
+        return index
+
+    def _search_index(self) -> Any:
+        """The index unfiltered searches use: a GPU copy of the flat index when a GPU is there."""
+        use_gpu = self.use_gpu if self.use_gpu is not None else gpu_count() > 0
+        if not use_gpu or self.kind != "flat":
+            return self.index
+        if self._gpu_index is None:
+            faiss = faiss_module()
+            self._gpu_index = faiss.index_cpu_to_all_gpus(self.index)
+        return self._gpu_index
+
+    # -- reading -------------------------------------------------------------------------------------
+    def mask(self, filters: Filters) -> np.ndarray:
+        """Boolean mask of the rows that pass `filters` (cached for repeated filters)."""
+        cached = self._masks.get(filters)
+        if cached is not None:
+            self._masks.move_to_end(filters)
+            return cached
+        mask = np.ones(len(self._ids), dtype=bool)
+        if filters.category:
+            key = filters.category_key
+            prefix = key + CATEGORY_SEPARATOR
+            mask &= np.fromiter((c == key or c.startswith(prefix) for c in self._category), bool,
+                                count=len(self._ids))
+        if filters.brands:
+            mask &= np.isin(self._brand, list(filters.brand_keys))
+        if filters.price_min is not None or filters.price_max is not None:
+            with np.errstate(invalid="ignore"):
+                price_ok = ~np.isnan(self._price)
+                if filters.price_min is not None:
+                    price_ok &= self._price >= filters.price_min
+                if filters.price_max is not None:
+                    price_ok &= self._price <= filters.price_max
+            mask &= price_ok
+        self._masks[filters] = mask
+        if len(self._masks) > 64:
+            self._masks.popitem(last=False)
+        return mask
+
+    def search(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> list[LegHit]:
+        query = self._query(vector)
+        if k <= 0 or not self._ids:
+            return []
+        if filters is None or filters.empty:
+            scores, rows = self._search_index().search(query, min(k, len(self._ids)))
+            return self._hits(scores[0], rows[0])
+        mask = self.mask(filters)
+        survivors = np.flatnonzero(mask)
+        if survivors.size == 0:
+            return []
+        if self.kind == "flat" or survivors.size < EXACT_BELOW:
+            return self._exact(query[0], survivors, k)
+        faiss = faiss_module()
+        bitmap = np.packbits(mask, bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.ef_search, k))
+        scores, rows = self.index.search(query, min(k, int(survivors.size)), params=params)
+        return self._hits(scores[0], rows[0])
+
+    def _exact(self, query: np.ndarray, rows: np.ndarray, k: int) -> list[LegHit]:
+        scores = self._vectors[rows] @ query
+        if k < rows.size:
+            top = np.argpartition(-scores, k - 1)[:k]
+        else:
+            top = np.arange(rows.size)
+        order = top[np.lexsort((rows[top], -scores[top]))]
+        return self._hits(scores[order], rows[order])
+
+    def _hits(self, scores: np.ndarray, rows: np.ndarray) -> list[LegHit]:
+        hits: list[LegHit] = []
+        for score, row in zip(scores, rows, strict=True):
+            if row < 0:
+                continue
+            hits.append(LegHit(self._ids[int(row)], float(score), len(hits) + 1))
+        return hits
+
+    def _query(self, vector: np.ndarray) -> np.ndarray:
+        query = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).reshape(1, -1))
+        if query.shape[1] != self._dim:
+            raise QueryError(f"query vector has dimension {query.shape[1]}, the index {self._dim}:"
+                             " search with the model the index was built with")
+        return query
+
+    def score(self, vector: np.ndarray, ids: Sequence[str]) -> dict[str, float]:
+        query = self._query(vector)[0]
+        known = [pid for pid in dict.fromkeys(ids) if pid in self._rows]
+        if not known:
+            return {}
+        rows = np.array([self._rows[pid] for pid in known])
+        return {pid: float(s) for pid, s in zip(known, self._vectors[rows] @ query, strict=True)}
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return {pid: self._vectors[self._rows[pid]] for pid in ids if pid in self._rows}
+
+    def ids(self) -> set[str]:
+        return set(self._ids)
+
+    def ordered_ids(self) -> list[str]:
+        return list(self._ids)
+
+    def count(self) -> int:
+        return len(self._ids)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

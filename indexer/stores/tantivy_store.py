@@ -1,0 +1,244 @@
+"""The embedded lexical leg: BM25 over product text with tantivy, on disk, no server.
+
+One object owns both the schema and the queries that read it. Text fields (title boosted, brand,
+description, category, attributes) share one analyzer: `english` (lowercase, English stop words, Porter
+stemming) or `standard` (lowercase only, like Elasticsearch's `standard` analyzer). Filters use exact
+keyword fields: every ancestor of the category path (so a prefix filter is one term lookup), the
+normalised brand, and a numeric price.
+
+>>> import tempfile
+>>> from shopfusion.types import Product
+>>> index = TantivyLexicalIndex(tempfile.mkdtemp(), create=True)
+>>> _ = index.upsert([Product(id="1", title="Cordless drill"), Product(id="2", title="Garden hose")])
+>>> index.commit()
+>>> [hit.product_id for hit in index.search("drills", k=5)]
+['1']
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import tantivy
+
+from indexer.stores.base import BulkReport
+from shopfusion.errors import IndexStateError
+from shopfusion.types import CATEGORY_SEPARATOR, Filters, LegHit, Product, normalize_brand, normalize_category
+
+FIELD_BOOSTS: dict[str, float] = {"title": 2.0, "brand": 1.0, "description": 1.0, "category": 1.0,
+                                  "attributes": 1.0}
+"""Per-field BM25 boosts; the Elasticsearch leg uses the same."""
+AnalyzerName = Literal["english", "standard"]
+_ORDINALS = "ordinals.json"
+
+
+def build_analyzer(name: AnalyzerName) -> tantivy.TextAnalyzer:
+    builder = (tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+               .filter(tantivy.Filter.remove_long(40))
+               .filter(tantivy.Filter.lowercase()))
+    if name == "english":
+        builder = builder.filter(tantivy.Filter.stopword("english")).filter(tantivy.Filter.stemmer("english"))
+    elif name != "standard":
+        raise IndexStateError(f"unknown analyzer {name!r}: use `english` or `standard`")
+    return builder.build()
+
+
+def _schema(analyzer: str) -> tantivy.Schema:
+    builder = tantivy.SchemaBuilder()
+    builder.add_text_field("id", tokenizer_name="raw", index_option="basic")
+    for field in FIELD_BOOSTS:
+        builder.add_text_field(field, tokenizer_name=analyzer, index_option="freq")
+    builder.add_text_field("category_prefix", tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("brand_key", tokenizer_name="raw", index_option="basic")
+    builder.add_float_field("price", indexed=True, fast=True)
+    builder.add_unsigned_field("ordinal", fast=True)
+    return builder.build()
+
+
+class TantivyLexicalIndex:
+    """A tantivy index in `path`; `create=True` starts an empty one (replacing anything there)."""
+
+    name = "tantivy"
+
+    def __init__(self, path: str | os.PathLike[str], analyzer: AnalyzerName = "english",
+                 create: bool = False) -> None:
+        self.path = Path(path)
+        self.analyzer_name = analyzer
+        self._tokenizer = f"sf_{analyzer}"
+        self._analyzer = build_analyzer(analyzer)
+        self._schema = _schema(self._tokenizer)
+        if create:
+            if self.path.exists():
+                shutil.rmtree(self.path)
+            self.path.mkdir(parents=True)
+            self._ordinals: list[str | None] = []
+        else:
+            if not (self.path / "meta.json").is_file():
+                raise IndexStateError(f"no lexical index at {self.path}: run `shopfusion index` first")
+            self._ordinals = json.loads((self.path / _ORDINALS).read_text(encoding="utf-8"))
+        self._index = tantivy.Index(self._schema, path=str(self.path), reuse=not create)
+        self._index.register_tokenizer(self._tokenizer, self._analyzer)
+        self._positions = {pid: i for i, pid in enumerate(self._ordinals) if pid is not None}
+        self._writer: Any = None
+
+    # -- writing -----------------------------------------------------------------------------------
+    @property
+    def writer(self) -> Any:
+        if self._writer is None:
+            self._writer = self._index.writer(heap_size=128_000_000, num_threads=1)
+        return self._writer
+
+    def upsert(self, products: Iterable[Product]) -> BulkReport:
+        report = BulkReport()
+        for product in products:
+            try:
+                if product.id in self._positions:
+                    self.writer.delete_documents_by_term("id", product.id)
+                ordinal = len(self._ordinals)
+                self.writer.add_document(self._document(product, ordinal))
+            except (ValueError, OSError) as exc:
+                report.failed[product.id] = f"lexical index refused the document: {exc}"
+                continue
+            self._ordinals.append(product.id)
+            old = self._positions.get(product.id)
+            if old is not None:
+                self._ordinals[old] = None
+            self._positions[product.id] = ordinal
+            report.succeeded += 1
+        return report
+
+    def _document(self, product: Product, ordinal: int) -> tantivy.Document:
+        doc = tantivy.Document()
+        doc.add_text("id", product.id)
+        doc.add_text("title", product.title)
+        if product.brand:
+            doc.add_text("brand", product.brand)
+            doc.add_text("brand_key", normalize_brand(product.brand))
+        if product.description:
+            doc.add_text("description", product.description)
+        if product.category_path:
+            doc.add_text("category", product.category_text)
+            for depth in range(1, len(product.category_path) + 1):
+                doc.add_text("category_prefix", normalize_category(product.category_path[:depth]))
+        if product.attributes:
+            doc.add_text("attributes", product.attribute_text)
+        if product.price is not None:
+            doc.add_float("price", float(product.price))
+        doc.add_unsigned("ordinal", ordinal)
+        return doc
+
+    def delete(self, ids: Iterable[str]) -> None:
+        for product_id in ids:
+            old = self._positions.pop(product_id, None)
+            if old is not None:
+                self.writer.delete_documents_by_term("id", product_id)
+                self._ordinals[old] = None
+
+    def commit(self) -> None:
+        if self._writer is not None:
+            self._writer.commit()
+            self._writer.wait_merging_threads()
+            self._writer = None
+        tmp = self.path / (_ORDINALS + ".tmp")
+        tmp.write_text(json.dumps(self._ordinals), encoding="utf-8")
+        os.replace(tmp, self.path / _ORDINALS)
+        self._index.reload()
+
+    # -- reading -----------------------------------------------------------------------------------
+    def analyze(self, text: str) -> list[str]:
+        return list(dict.fromkeys(self._analyzer.analyze(text)))
+
+    def _text_query(self, text: str) -> tantivy.Query | None:
+        tokens = self.analyze(text)
+        if not tokens:
+            return None
+        clauses = [
+            (tantivy.Occur.Should, tantivy.Query.boost_query(
+                tantivy.Query.term_query(self._schema, field, token), boost))
+            for field, boost in FIELD_BOOSTS.items()
+            for token in tokens
+        ]
+        return tantivy.Query.boolean_query(clauses)
+
+    def _filter_queries(self, filters: Filters | None) -> list[tantivy.Query]:
+        if filters is None or filters.empty:
+            return []
+        queries = []
+        if filters.category:
+            queries.append(tantivy.Query.term_query(self._schema, "category_prefix", filters.category_key))
+        if filters.brands:
+            queries.append(tantivy.Query.term_set_query(self._schema, "brand_key", list(filters.brand_keys)))
+        if filters.price_min is not None or filters.price_max is not None:
+            queries.append(tantivy.Query.range_query(
+                self._schema, "price", tantivy.FieldType.Float,
+                None if filters.price_min is None else float(filters.price_min),
+                None if filters.price_max is None else float(filters.price_max),
+            ))
+        return queries
+
+    def _run(self, text_query: tantivy.Query, constraints: list[tantivy.Query], k: int) -> list[LegHit]:
+        if k <= 0:
+            return []
+        clauses = [(tantivy.Occur.Must, text_query)]
+        clauses += [(tantivy.Occur.Must, tantivy.Query.const_score_query(q, 0.0)) for q in constraints]
+        query = tantivy.Query.boolean_query(clauses) if constraints else text_query
+        searcher = self._index.searcher()
+        result = searcher.search(query, limit=k, count=False)
+        if not result.hits:
+            return []
+        addresses = [address for _, address in result.hits]
+        ordinals = searcher.fast_field_values("ordinal", addresses)
+        hits: list[LegHit] = []
+        for (score, _), ordinal in zip(result.hits, ordinals, strict=True):
+            product_id = self._ordinals[ordinal]
+            if product_id is not None:
+                hits.append(LegHit(product_id, float(score), len(hits) + 1))
+        return hits
+
+    def search(self, query: str, k: int, filters: Filters | None = None) -> list[LegHit]:
+        text_query = self._text_query(query)
+        if text_query is None:
+            return []
+        return self._run(text_query, self._filter_queries(filters), k)
+
+    def score(self, query: str, ids: Sequence[str]) -> dict[str, float]:
+        text_query = self._text_query(query)
+        wanted = [pid for pid in dict.fromkeys(ids) if pid in self._positions]
+        if text_query is None or not wanted:
+            return {}
+        constraint = tantivy.Query.term_set_query(self._schema, "id", wanted)
+        return {hit.product_id: hit.score for hit in self._run(text_query, [constraint], len(wanted))}
+
+    def ids(self) -> set[str]:
+        return set(self._positions)
+
+    def count(self) -> int:
+        return int(self._index.searcher().num_docs)
+
+    def activate(self) -> None:
+        """Nothing to do: the manifest switch makes a tantivy version current."""
+
+    def drop(self) -> None:
+        self.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.rollback()
+            self._writer = None
+
+
+def pool_index(products: Sequence[Product], analyzer: AnalyzerName, path: str | os.PathLike[str]) -> TantivyLexicalIndex:
+    """A throwaway index over just these products (re-ranking candidates the main index lacks)."""
+    index = TantivyLexicalIndex(path, analyzer=analyzer, create=True)
+    index.upsert(products)
+    index.commit()
+    return index
+
+
+__all__ = ["CATEGORY_SEPARATOR", "FIELD_BOOSTS", "TantivyLexicalIndex", "build_analyzer", "pool_index"]

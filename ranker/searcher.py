@@ -1,0 +1,178 @@
+"""Hybrid search and re-ranking over one published index version.
+
+`HybridSearcher.search`: encode the query once, let the policy choose the fusion for it, retrieve
+`depth` candidates from each leg with the same filters, fuse, and return typed hits (with the per-leg
+breakdown when `explain`). `HybridSearcher.rerank`: the same policy and fusion over a caller's candidate
+list only; candidates the index lacks are scored from the text they come with.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from indexer.docstore import ProductStore
+from indexer.manifest import IndexDirectory, Manifest
+from indexer.stores import LexicalIndex, open_lexical
+from indexer.stores.faiss_store import FaissVectorIndex
+from ranker.fusion import Fused, fuse
+from ranker.policy import Decision, Policy, PolicyRow, load_policy
+from shopfusion.config import Settings
+from shopfusion.encoders import Encoder, load_encoder
+from shopfusion.errors import QueryError
+from shopfusion.types import Candidate, Filters, Hit, LegHit, LegScore, Product, Results
+
+Mode = Literal["hybrid", "lexical", "dense"]
+ENGINE_LEG = "engine"
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Per-call overrides; None keeps what the policy chose."""
+
+    method: str | None = None
+    alpha: float | None = None
+    normalization: str | None = None
+    rrf_k: float | None = None
+    depth: int | None = None
+
+    def apply(self, row: PolicyRow) -> PolicyRow:
+        return row.override(method=self.method, alpha=self.alpha, normalization=self.normalization,
+                            rrf_k=self.rrf_k, depth=self.depth)
+
+
+class HybridSearcher:
+    """Reads the version the manifest names at construction; open a new one after re-indexing."""
+
+    def __init__(self, index_dir: str | Path, settings: Settings | None = None,
+                 policy: Policy | None = None) -> None:
+        self.settings = settings or Settings()
+        self.directory = IndexDirectory(index_dir)
+        self.manifest: Manifest = self.directory.read_manifest()
+        version_dir = self.directory.version_path(self.manifest.version)
+        self.store = ProductStore(version_dir / "products.sqlite")
+        lexical_info = self.manifest.lexical
+        self.lexical: LexicalIndex = open_lexical(
+            self.settings, version_dir, self.manifest.version, lexical_info.get("namespace", ""),
+            create=False, engine=lexical_info["engine"], analyzer=lexical_info.get("analyzer"))
+        self.vectors = FaissVectorIndex(version_dir / "vectors", ef_search=self.settings.index.hnsw_ef_search)
+        self.encoder: Encoder = load_encoder(self.manifest.model, self.settings.index.device)
+        self.policy = policy or load_policy(self.settings.search)
+
+    def close(self) -> None:
+        self.store.close()
+        self.lexical.close()
+
+    # -- search --------------------------------------------------------------------------------------
+    def search(self, query: str, *, k: int | None = None, filters: Filters | None = None,
+               options: SearchOptions | None = None, mode: Mode = "hybrid", explain: bool = False) -> Results:
+        query = query.strip()
+        if not query:
+            raise QueryError("the query is empty: give some words to search for")
+        k = self.settings.search.k if k is None else k
+        if k <= 0:
+            raise QueryError(f"k must be at least 1, got {k}")
+        vector = self.encoder.encode_query(query) if mode != "lexical" else None
+        decision = self._decide(query, vector, options)
+        row = decision.row
+        if not row.search:
+            return Results(query, (), row.fusion.to_dict(), decision.intent, row.message)
+        depth = max(row.depth, k)
+        legs: dict[str, list[LegHit]] = {}
+        if mode in ("hybrid", "lexical"):
+            legs["lexical"] = self.lexical.search(query, depth, filters)
+        if mode in ("hybrid", "dense"):
+            assert vector is not None
+            legs["dense"] = self.vectors.search(vector, depth, filters)
+        if mode == "hybrid":
+            fused = fuse(legs, row.fusion)[:k]
+        else:
+            fused = [Fused(h.product_id, h.score, {mode: LegScore(h.score, None, h.rank, h.score)})
+                     for h in legs[mode][:k]]
+        return self._results(query, fused, decision, mode, explain, {})
+
+    def _decide(self, query: str, vector: np.ndarray | None, options: SearchOptions | None) -> Decision:
+        decision = self.policy.decide(query, vector)
+        if options is not None:
+            decision = Decision(decision.intent, options.apply(decision.row))
+        return decision
+
+    def _results(self, query: str, fused: list[Fused], decision: Decision, mode: str, explain: bool,
+                 extra_products: dict[str, Product]) -> Results:
+        products = self.store.get_many([f.product_id for f in fused])
+        products.update({pid: p for pid, p in extra_products.items() if pid not in products})
+        hits = tuple(
+            Hit(product_id=f.product_id, score=f.score, rank=rank, product=products.get(f.product_id),
+                legs=dict(f.legs) if explain else None)
+            for rank, f in enumerate(fused, start=1)
+        )
+        info = {"mode": mode, **decision.row.fusion.to_dict(), "depth": decision.row.depth}
+        if mode != "hybrid":
+            info = {"mode": mode, "depth": decision.row.depth}
+        return Results(query, hits, info, decision.intent)
+
+    # -- re-ranking ----------------------------------------------------------------------------------
+    def rerank(self, query: str, candidates: Sequence[Candidate], *, options: SearchOptions | None = None,
+               explain: bool = False, engine_weight: float = 0.0) -> Results:
+        """Re-order `candidates` by the fusion the policy picks for `query`, scoring only them.
+
+        Candidates the index holds are scored by its BM25 and its stored vectors. Candidates it lacks
+        are scored from the `product` they carry; then every candidate is scored by BM25 over the
+        candidate pool so that the lexical scores stay comparable. A candidate neither indexed nor
+        carrying a product can only score 0 and keeps its original relative order. Scores that the
+        other engine sent form a third leg, `engine`, weighted by `engine_weight` (0: shown, not counted).
+        """
+        query = query.strip()
+        if not query:
+            raise QueryError("the query is empty: give some words to search for")
+        unique: dict[str, Candidate] = {}
+        for candidate in candidates:
+            unique.setdefault(candidate.product_id, candidate)
+        order = {pid: i for i, pid in enumerate(unique)}
+        vector = self.encoder.encode_query(query)
+        decision = self._decide(query, vector, options)
+        known = self.store.get_many(list(unique))
+        extra = {pid: c.product for pid, c in unique.items() if pid not in known and c.product is not None}
+
+        lexical_scores = self._pool_lexical(query, known, extra) if extra else self.lexical.score(query, list(known))
+        dense_scores = self.vectors.score(vector, list(known))
+        if extra:
+            texts = [p.embedding_text() for p in extra.values()]
+            extra_vectors = self.encoder.encode(texts)
+            dense_scores.update(zip(extra, (extra_vectors @ vector).tolist(), strict=True))
+        legs = {"lexical": _ranked(lexical_scores), "dense": _ranked(dense_scores)}
+        row = decision.row
+        fusion = row.fusion
+        engine_scores = {pid: c.score for pid, c in unique.items() if c.score is not None}
+        if engine_scores:
+            legs[ENGINE_LEG] = _ranked(engine_scores)  # type: ignore[arg-type]
+            fusion = fusion.__class__(**{**fusion.__dict__,
+                                         "extra_weights": {**fusion.extra_weights, ENGINE_LEG: engine_weight}})
+        fused = fuse(legs, fusion, order=order)
+        results = self._results(query, fused, Decision(decision.intent, row), "rerank", explain, extra)
+        info = {**results.fusion, "mode": "rerank", "candidates": len(unique), "indexed": len(known),
+                "scored_from_text": len(extra), "unscorable": len(unique) - len(known) - len(extra)}
+        return Results(results.query, results.hits, info, results.intent, results.message)
+
+    def _pool_lexical(self, query: str, known: dict[str, Product], extra: dict[str, Product]) -> dict[str, float]:
+        from indexer.stores.tantivy_store import pool_index
+
+        analyzer = self.manifest.lexical.get("analyzer", "english")
+        if analyzer not in ("english", "standard"):
+            analyzer = "english"
+        with tempfile.TemporaryDirectory(prefix="shopfusion-pool-") as tmp:
+            pool = pool_index(list(known.values()) + list(extra.values()), analyzer, tmp)
+            try:
+                return pool.score(query, list(known) + list(extra))
+            finally:
+                pool.close()
+
+
+def _ranked(scores: dict[str, float]) -> list[LegHit]:
+    ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+    return [LegHit(pid, float(score), rank) for rank, (pid, score) in enumerate(ordered, start=1)]

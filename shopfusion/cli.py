@@ -1,0 +1,389 @@
+"""The `shopfusion` command line: a thin click layer over `shopfusion.Client`.
+
+Heavy modules (torch, tantivy, faiss) are imported inside commands, so `--help` is instant. Every command
+takes `--json` for one machine-readable JSON document on stdout; errors go to stderr with a non-zero
+exit code and a message that says how to fix them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from shopfusion.errors import QueryError, ShopfusionError
+
+INDEX_OPTION = click.option(
+    "--index", "index_dir", required=True, envvar="SHOPFUSION_INDEX", type=click.Path(file_okay=False),
+    help="Index directory (env SHOPFUSION_INDEX).")
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+
+
+class LazyGroup(click.Group):
+    """A group whose sub-groups live in other modules and are imported only when used."""
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str, str]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module_name, attribute, _ = self.lazy[cmd_name]
+            import importlib
+
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as exc:
+                raise click.ClickException(f"`{cmd_name}` is not available: {exc}") from exc
+            return getattr(module, attribute)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, cmd.get_short_help_str(limit=70)) for name, cmd in
+                ((n, super(LazyGroup, self).get_command(ctx, n)) for n in super().list_commands(ctx)) if cmd]
+        rows += [(name, help_text) for name, (_, _, help_text) in self.lazy.items()]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(sorted(rows))
+
+
+@click.group(cls=LazyGroup, lazy={"train": ("trainer.cli", "train", "Train and adapt encoders, intent models and fusion policies.")},
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="SHOPFUSION_CONFIG",
+              help="TOML config file (default: ./shopfusion.toml when present; env SHOPFUSION_CONFIG).")
+@click.version_option(package_name="shopfusion")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """Hybrid product search: index catalogs, search, re-rank, evaluate.
+
+    \b
+    Quick start:
+      shopfusion index examples/icecat-demo/products.jsonl --index var/demo-index
+      shopfusion search "wireless mouse" --index var/demo-index --k 5
+    """
+    ctx.obj = {"config": config_path}
+
+
+def _settings(ctx: click.Context, **section_overrides: dict[str, Any]) -> Any:
+    from shopfusion.config import load_settings
+
+    settings = load_settings(ctx.obj.get("config"))
+    for section, changes in section_overrides.items():
+        if any(v is not None for v in changes.values()):
+            settings = settings.replace(section, **changes)
+    return settings
+
+
+def _run(action: Any) -> Any:
+    try:
+        return action()
+    except ShopfusionError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+def _emit(as_json: bool, data: Any, text: str) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    else:
+        click.echo(text)
+
+
+# -- index ------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("catalog", type=click.Path(exists=True, dir_okay=False))
+@INDEX_OPTION
+@click.option("--rejects", type=click.Path(dir_okay=False),
+              help="Where to write rejected records (JSONL). Default: INDEX/rejects.jsonl.")
+@click.option("--max-rejects", type=click.IntRange(min=0),
+              help="Fail, leaving the index unchanged, once more than N records are rejected.")
+@click.option("--replace", is_flag=True, help="The catalog is the whole truth: delete products it lacks.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]),
+              help="Catalog format (default: from the file name).")
+@click.option("--model", help="Encoder: `default` (packaged all-MiniLM-L6-v2) or a local model directory.")
+@click.option("--executor", type=click.Choice(["local", "celery"]), help="Where embeddings are computed.")
+@click.option("--lexical", type=click.Choice(["tantivy", "elasticsearch"]), help="Lexical engine.")
+@click.option("--vector-index", type=click.Choice(["auto", "flat", "hnsw"]), help="FAISS index kind.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
+@JSON_OPTION
+@click.pass_context
+def index(ctx: click.Context, catalog: str, index_dir: str, rejects: str | None, max_rejects: int | None,
+          replace: bool, fmt: str | None, model: str | None, executor: str | None, lexical: str | None,
+          vector_index: str | None, progress: bool | None, as_json: bool) -> None:
+    """Index CATALOG (JSONL, CSV or Parquet) into both the BM25 and the vector index.
+
+    Re-running is incremental (unchanged products are not re-embedded) and an interrupted run resumes
+    where it stopped. Rejected records go to the rejects file with their line and reason; the run
+    still exits 0 unless --max-rejects is exceeded.
+    """
+    from shopfusion.client import Client
+
+    settings = _run(lambda: _settings(ctx, index=dict(model=model, executor=executor, lexical=lexical,
+                                                      vector_index=vector_index)))
+    show = sys.stderr.isatty() if progress is None else progress
+    summary = _run(lambda: Client(index_dir, settings=settings).index(
+        catalog, rejects=rejects, max_rejects=max_rejects, replace=replace, fmt=fmt, progress=show))
+    s = summary
+    text = (f"indexed {catalog} into {index_dir} ({s.version}) in {s.seconds:.1f}s\n"
+            f"  read {s.read}: added {s.added}, updated {s.updated}, unchanged {s.unchanged},"
+            f" duplicates {s.duplicates}, rejected {s.rejected}" + (f", deleted {s.deleted}" if s.deleted else "")
+            + f"\n  embedded {s.embedded} texts (reused {s.reused_vectors}, resumed {s.resumed_vectors});"
+            f" {s.total} products in the index")
+    if s.rejected:
+        text += f"\n  rejects written to {s.rejects_file}"
+    _emit(as_json, s.to_dict(), text)
+
+
+# -- search -----------------------------------------------------------------------------------------
+def parse_filters(values: tuple[str, ...]) -> Any:
+    """`category=Tools > Drills`, `brand=Makita` (repeat for several), `price=10..50`, `price>=10`,
+    `price<=50`."""
+    from shopfusion.types import CATEGORY_SEPARATOR, Filters
+
+    category: tuple[str, ...] = ()
+    brands: list[str] = []
+    low = high = None
+    for value in values:
+        for op in (">=", "<=", "="):
+            if op in value:
+                key, _, arg = value.partition(op)
+                break
+        else:
+            raise QueryError(f"filter {value!r}: write key=value, e.g. brand=Makita or price=10..50")
+        key, arg = key.strip().lower(), arg.strip()
+        try:
+            if key == "category" and op == "=":
+                category = tuple(p.strip() for p in arg.split(CATEGORY_SEPARATOR.strip()) if p.strip())
+            elif key == "brand" and op == "=":
+                brands.append(arg)
+            elif key == "price" and op == "=" and ".." in arg:
+                a, _, b = arg.partition("..")
+                low = float(a) if a.strip() else None
+                high = float(b) if b.strip() else None
+            elif key in {"price", "price_min"} and op in {">=", "="}:
+                low = float(arg)
+            elif key in {"price", "price_max"} and op in {"<=", "="}:
+                high = float(arg)
+            else:
+                raise QueryError(f"unknown filter {value!r}: use category=, brand=, price=LOW..HIGH,"
+                                 " price>=LOW or price<=HIGH")
+        except ValueError as exc:
+            raise QueryError(f"filter {value!r}: {arg!r} is not a number") from exc
+    return Filters(category=category, brands=tuple(brands), price_min=low, price_max=high)
+
+
+FUSION_OPTIONS = [
+    click.option("--fusion", type=click.Choice(["rrf", "linear"]), help="Fusion method (default: the policy's)."),
+    click.option("--alpha", type=click.FloatRange(0, 1), help="Linear fusion: weight of the dense leg."),
+    click.option("--normalization", type=click.Choice(["minmax", "zscore"]), help="Linear fusion normalisation."),
+    click.option("--rrf-k", type=click.FloatRange(min=0), help="RRF constant k (default 60)."),
+]
+
+
+def fusion_options(func: Any) -> Any:
+    for option in reversed(FUSION_OPTIONS):
+        func = option(func)
+    return func
+
+
+@main.command()
+@click.argument("query")
+@INDEX_OPTION
+@click.option("--k", type=click.IntRange(min=1), help="Number of results (default 10).")
+@click.option("--filter", "filters", multiple=True,
+              help="category=A > B, brand=NAME (repeatable), price=LOW..HIGH, price>=LOW, price<=HIGH.")
+@fusion_options
+@click.option("--depth", type=click.IntRange(min=1), help="Candidates per leg before fusion.")
+@click.option("--mode", type=click.Choice(["hybrid", "lexical", "dense"]), default="hybrid", show_default=True)
+@click.option("--explain", is_flag=True, help="Show each leg's raw and normalised score and contribution.")
+@JSON_OPTION
+@click.pass_context
+def search(ctx: click.Context, query: str, index_dir: str, k: int | None, filters: tuple[str, ...],
+           fusion: str | None, alpha: float | None, normalization: str | None, rrf_k: float | None,
+           depth: int | None, mode: str, explain: bool, as_json: bool) -> None:
+    """Search the index for QUERY with BM25 and dense retrieval fused."""
+    from shopfusion.client import Client
+
+    settings = _run(lambda: _settings(ctx))
+    parsed = _run(lambda: parse_filters(filters))
+    results = _run(lambda: Client(index_dir, settings=settings).search(
+        query, k=k, filters=parsed, fusion=fusion, alpha=alpha, normalization=normalization, rrf_k=rrf_k,
+        depth=depth, mode=mode, explain=explain))  # type: ignore[arg-type]
+    _emit(as_json, results.to_dict(), format_results(results, explain))
+
+
+def format_results(results: Any, explain: bool) -> str:
+    lines = []
+    fusion = results.fusion
+    header = f"{len(results.hits)} results for {results.query!r}"
+    if "method" in fusion:
+        header += f" ({fusion['method']}" + (f", alpha {fusion['alpha']}" if fusion["method"] == "linear" else "") + ")"
+    if results.intent is not None:
+        header += f" intent {results.intent.label} ({results.intent.probability:.2f})"
+    lines.append(header)
+    if explain and results.intent is not None and results.intent.policy:
+        lines.append(f"  policy: {json.dumps(results.intent.policy, default=str)}")
+    if results.message:
+        lines.append(f"  {results.message}")
+    for hit in results.hits:
+        title = hit.product.title if hit.product else "(not in the index)"
+        brand = f" [{hit.product.brand}]" if hit.product and hit.product.brand else ""
+        lines.append(f"{hit.rank:>3}. {hit.score:8.4f}  {hit.product_id}  {title[:90]}{brand}")
+        if explain and hit.legs:
+            for leg, score in hit.legs.items():
+                raw = "-" if score.raw is None else f"{score.raw:.4f}"
+                norm = "-" if score.normalized is None else f"{score.normalized:.4f}"
+                rank = "-" if score.rank is None else str(score.rank)
+                lines.append(f"       {leg:<8} raw {raw:>9}  norm {norm:>7}  rank {rank:>4}"
+                             f"  contribution {score.contribution:.4f}")
+    return "\n".join(lines)
+
+
+# -- rerank -----------------------------------------------------------------------------------------
+def read_candidates(path: str) -> list[Any]:
+    """A JSON array, or an object with `candidates`, or JSONL; items are ids or objects with `id`."""
+    text = Path(path).read_text(encoding="utf-8")
+    stripped = text.strip()
+    if not stripped:
+        raise QueryError(f"candidates file {path} is empty")
+    try:
+        data = json.loads(stripped)
+        items = data.get("candidates") if isinstance(data, dict) else data
+        if isinstance(data, dict) and items is None:
+            items = [data]
+    except json.JSONDecodeError:
+        items = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise QueryError(f"{path} line {number}: not valid JSON ({exc.msg})") from exc
+    if not isinstance(items, list):
+        raise QueryError(f"{path}: expected a JSON array of candidates, or JSONL")
+    return items
+
+
+@main.command()
+@click.argument("query")
+@INDEX_OPTION
+@click.option("--candidates", "candidates_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="JSON or JSONL: ids, or objects with `id`, optional `score` and product fields or `text`.")
+@fusion_options
+@click.option("--engine-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of the other engine's scores as a third leg (0: shown, not counted).")
+@click.option("--explain", is_flag=True, help="Show each leg's raw and normalised score and contribution.")
+@JSON_OPTION
+@click.pass_context
+def rerank(ctx: click.Context, query: str, index_dir: str, candidates_path: str, fusion: str | None,
+           alpha: float | None, normalization: str | None, rrf_k: float | None, engine_weight: float,
+           explain: bool, as_json: bool) -> None:
+    """Re-rank another engine's results for QUERY (scoring only those candidates)."""
+    from shopfusion.client import Client
+
+    settings = _run(lambda: _settings(ctx))
+    items = _run(lambda: read_candidates(candidates_path))
+    results = _run(lambda: Client(index_dir, settings=settings).rerank(
+        query, items, fusion=fusion, alpha=alpha, normalization=normalization, rrf_k=rrf_k, explain=explain,
+        engine_weight=engine_weight))
+    _emit(as_json, results.to_dict(), format_results(results, explain))
+
+
+# -- eval -------------------------------------------------------------------------------------------
+@main.command("eval")
+@INDEX_OPTION
+@click.option("--queries", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Queries: JSONL with `id` and `text`, or TSV id<TAB>text.")
+@click.option("--qrels", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Judgments: TSV query_id<TAB>product_id<TAB>grade (with header) or TREC qrels.")
+@click.option("--mode", type=click.Choice(["corpus", "pool"]), default="corpus", show_default=True,
+              help="corpus: search the whole catalog; pool: re-rank each query's judged products.")
+@click.option("--run", "runs", multiple=True, type=click.Choice(["hybrid", "lexical", "dense"]),
+              help="Which rankings to evaluate (repeatable; default hybrid).")
+@fusion_options
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N judged queries.")
+@click.option("--run-dir", type=click.Path(file_okay=False), help="Write TREC run files here.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@JSON_OPTION
+@click.pass_context
+def eval_command(ctx: click.Context, index_dir: str, queries: str, qrels: str, mode: str, runs: tuple[str, ...],
+                 fusion: str | None, alpha: float | None, normalization: str | None, rrf_k: float | None,
+                 limit: int | None, run_dir: str | None, progress: bool | None, as_json: bool) -> None:
+    """Evaluate nDCG@10, Recall@100 and MRR over judged queries."""
+    from shopfusion.client import Client
+    from shopfusion.evaluation import load_qrels, load_queries
+
+    settings = _run(lambda: _settings(ctx))
+    query_map = _run(lambda: load_queries(queries))
+    judgments = _run(lambda: load_qrels(qrels))
+    if limit:
+        query_map = dict(list((q, t) for q, t in query_map.items() if q in judgments)[:limit])
+    show = sys.stderr.isatty() if progress is None else progress
+    options = {key: v for key, v in dict(fusion=fusion, alpha=alpha, normalization=normalization,
+                                         rrf_k=rrf_k).items() if v is not None}
+    report = _run(lambda: Client(index_dir, settings=settings).evaluate(
+        query_map, judgments, mode=mode, runs=runs or ("hybrid",), run_dir=run_dir, progress=show,  # type: ignore[arg-type]
+        **options))
+    lines = [f"{report['queries']} judged queries, {mode} mode"]
+    lines.append(f"{'run':<8} {'nDCG@10':>8} {'R@100':>8} {'MRR':>8}")
+    for name, metrics in report["runs"].items():
+        lines.append(f"{name:<8} {metrics['ndcg@10']:8.4f} {metrics['recall@100']:8.4f} {metrics['mrr']:8.4f}")
+    _emit(as_json, report, "\n".join(lines))
+
+
+# -- verify -----------------------------------------------------------------------------------------
+@main.command()
+@INDEX_OPTION
+@JSON_OPTION
+@click.pass_context
+def verify(ctx: click.Context, index_dir: str, as_json: bool) -> None:
+    """Check that the manifest, the product store and both indexes agree; exit 1 on any drift."""
+    from shopfusion.client import Client
+
+    settings = _run(lambda: _settings(ctx))
+    report = _run(lambda: Client(index_dir, settings=settings).verify())
+    text = f"{index_dir} ({report.version}): " + ("ok" if report.ok else "DRIFT")
+    text += "\n  counts: " + ", ".join(f"{k} {v}" for k, v in report.counts.items())
+    text += "".join(f"\n  - {problem}" for problem in report.problems)
+    _emit(as_json, report.to_dict(), text)
+    if not report.ok:
+        sys.exit(1)
+
+
+# -- worker -----------------------------------------------------------------------------------------
+@main.command()
+@click.option("--concurrency", type=click.IntRange(min=1), help="Worker processes (default: celery.concurrency).")
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.pass_context
+def worker(ctx: click.Context, concurrency: int | None, loglevel: str) -> None:
+    """Start a Celery worker that embeds catalog batches (needs the `celery` extra and Redis)."""
+    settings = _run(lambda: _settings(ctx))
+
+    def start() -> None:
+        from shopfusion.errors import require
+
+        require("celery", "celery")
+        from workers.worker import run_worker
+
+        run_worker(settings.celery, concurrency=concurrency or settings.celery.concurrency, loglevel=loglevel)
+
+    _run(start)
+
+
+# -- config -----------------------------------------------------------------------------------------
+@main.command("config")
+@click.pass_context
+def config_command(ctx: click.Context) -> None:
+    """Print the effective settings (file + environment) as TOML-like JSON, credentials left out."""
+    settings = _run(lambda: _settings(ctx))
+    click.echo(json.dumps(settings.to_dict(), indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

