@@ -1,0 +1,421 @@
+"""The Celery executor: the `Executor` Protocol over any number of Celery workers.
+
+`map` sends one `embed_batch` task per batch (at most `max_in_flight` outstanding at a time, so a huge
+catalog does not sit in the broker at once), then yields an `EmbedResult` as each task finishes, in
+completion order, with the vectors read back from the shard the worker wrote. Workers and this process must
+share `shard_dir` (one machine, or a shared volume).
+
+Failure handling:
+
+- a batch whose task failed for good (after its retries) is yielded with `error` set and its keys, and
+  the run goes on;
+- a pool process killed mid-batch has its message requeued by Celery (`acks_late` +
+  `task_reject_on_worker_lost`); the batch runs again and overwrites its shard, and this executor yields
+  each batch once;
+- an unreachable broker at the start raises `BackendError` after `connect_retries` attempts; a broker that
+  goes away mid-run is waited for up to `outage_timeout` seconds; a batch whose message the broker lost
+  (a Redis restart without persistence) is noticed, its state unknown while the queue is empty, and sent
+  again, so none is lost (tasks are idempotent);
+- when no worker consumes the queue for `no_worker_timeout` seconds, `BackendError` says how to start one.
+
+>>> from shopfusion.config import load_settings
+>>> ex = CeleryExecutor(load_settings().celery, Path("/shared/shards"))  # cheap: connects on first map()
+>>> results = list(ex.map("default", batches))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shopfusion.config import CelerySettings
+from shopfusion.encoders import load_encoder
+from shopfusion.errors import BackendError, ConfigError
+from workers.celery_app import EMBED_TASK, create_app, redacted
+from workers.executor import EmbedBatch, EmbedResult
+from workers.tasks import read_shard, remove_shard
+
+logger = logging.getLogger(__name__)
+
+READY = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+
+START_HINT = (
+    "start Redis (`scripts/redis.sh start`, or `redis-server`) or point SHOPFUSION_CELERY_BROKER_URL "
+    "(and SHOPFUSION_CELERY_RESULT_BACKEND; `[celery]` in shopfusion.toml) at a running one"
+)
+
+
+@dataclass
+class _InFlight:
+    batch: EmbedBatch
+    sent_at: float
+
+
+class CeleryExecutor:
+    """Embeds batches on Celery workers; see the module docstring for delivery and failure semantics.
+
+    Parameters (all but `settings` and `shard_dir` have working defaults):
+        settings: broker, result backend, queue and task limits; workers must use the same.
+        shard_dir: directory the workers write shards to and this process reads them from.
+        device: passed to the workers' `load_encoder` (`auto` picks CUDA where a worker sees a GPU).
+        encode_batch_size: the encoder's own mini-batch size inside a task.
+        max_in_flight: tasks outstanding at once; more are sent as results come back.
+        poll_interval: seconds between polls of the result backend while nothing finished.
+        connect_retries: attempts to reach the broker at the start before `BackendError`.
+        outage_timeout: seconds a run waits for a broker that went away mid-run before `BackendError`.
+        no_worker_timeout: seconds without any worker consuming the queue before `BackendError`;
+            None waits forever.
+        lost_after: seconds between two looks for tasks the broker lost (see `_LostWatch`).
+        keep_shards: keep shard files after their vectors were yielded (default: remove them).
+    """
+
+    name = "celery"
+
+    def __init__(
+        self,
+        settings: CelerySettings,
+        shard_dir: Path,
+        *,
+        device: str = "auto",
+        encode_batch_size: int = 64,
+        max_in_flight: int = 512,
+        poll_interval: float = 0.1,
+        connect_retries: int = 3,
+        outage_timeout: float = 120.0,
+        no_worker_timeout: float | None = 300.0,
+        lost_after: float = 10.0,
+        keep_shards: bool = False,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ConfigError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        self.settings = settings
+        self.shard_dir = Path(shard_dir)
+        self.device = device
+        self.encode_batch_size = encode_batch_size
+        self.max_in_flight = max_in_flight
+        self.poll_interval = poll_interval
+        self.connect_retries = connect_retries
+        self.outage_timeout = outage_timeout
+        self.no_worker_timeout = no_worker_timeout
+        self.lost_after = lost_after
+        self.keep_shards = keep_shards
+        self._app: Any = None
+
+    @property
+    def app(self) -> Any:
+        """The executor's own Celery app, built on first use."""
+        if self._app is None:
+            app = create_app(self.settings)
+            _use_polling_backend(app)
+            self._app = app
+        return self._app
+
+    def map(self, model: str, batches: Iterable[EmbedBatch]) -> Iterator[EmbedResult]:
+        """Embed every batch with `model` on the workers; yield results as they finish."""
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        self._check_connections()
+        expected_model = _local_model_id(model, self.device)
+        in_flight: dict[str, _InFlight] = {}
+        seen: set[str] = set()
+        source = iter(batches)
+        exhausted = False
+        watch = _WorkerWatch(self)
+        lost = _LostWatch(self.lost_after)
+        while True:
+            while not exhausted and len(in_flight) < self.max_in_flight:
+                batch = next(source, None)
+                if batch is None:
+                    exhausted = True
+                    break
+                if batch.batch_id in seen:
+                    raise ConfigError(f"batch id {batch.batch_id!r} appears twice: batch ids must be unique")
+                seen.add(batch.batch_id)
+                in_flight[self._send(model, batch)] = _InFlight(batch, time.monotonic())
+            if not in_flight:
+                return
+            states = self._poll(list(in_flight))
+            finished = [(tid, meta) for tid, meta in states.items() if meta and meta.get("status") in READY]
+            for task_id, meta in finished:
+                entry = in_flight.pop(task_id)
+                yield self._result(entry.batch, meta, expected_model)
+                self._forget(task_id)
+            unknown = {task_id for task_id, meta in states.items() if meta is None}
+            for task_id in lost.stalled(unknown, self._queue_size):
+                entry = in_flight.pop(task_id)
+                logger.warning(
+                    "batch %s is unknown to the result backend while the queue is empty: the broker lost "
+                    "its message; sending it again",
+                    entry.batch.batch_id,
+                )
+                in_flight[self._send(model, entry.batch)] = _InFlight(entry.batch, time.monotonic())
+            if finished:
+                watch.progressed()
+            else:
+                watch.check()
+                time.sleep(self.poll_interval)
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+            self._app = None
+
+    # -- dispatch -------------------------------------------------------------------------------------
+
+    def _send(self, model: str, batch: EmbedBatch) -> str:
+        task_id = str(uuid.uuid4())
+        kwargs = {
+            "model": model,
+            "batch_id": batch.batch_id,
+            "shard_dir": str(self.shard_dir),
+            "keys": list(batch.keys),
+            "texts": list(batch.texts),
+            "device": self.device,
+            "encode_batch_size": self.encode_batch_size,
+        }
+        try:
+            self.app.send_task(EMBED_TASK, kwargs=kwargs, queue=self.settings.queue, task_id=task_id)
+        except Exception as exc:
+            raise BackendError(
+                f"could not send batch {batch.batch_id!r} to the Celery broker at "
+                f"{redacted(self.settings.broker_url)} ({type(exc).__name__}: {exc}): {START_HINT}"
+            ) from exc
+        return task_id
+
+    # -- collection -----------------------------------------------------------------------------------
+
+    def _poll(self, task_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """States of `task_ids`, waiting up to `outage_timeout` for a result backend that went away."""
+        deadline: float | None = None
+        delay = 0.2
+        while True:
+            try:
+                return self._fetch(task_ids)
+            except Exception as exc:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.outage_timeout
+                    logger.warning(
+                        "lost the Celery result backend (%s: %s); waiting up to %.0f s for it",
+                        type(exc).__name__,
+                        exc,
+                        self.outage_timeout,
+                    )
+                if now >= deadline:
+                    raise BackendError(
+                        f"the Celery result backend at {redacted(self.settings.result_backend)} has been "
+                        f"unreachable for {self.outage_timeout:.0f} s ({type(exc).__name__}: {exc}): "
+                        f"{START_HINT}; batches already yielded are kept, run again to finish"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+
+    def _queue_size(self) -> int | None:
+        """Messages waiting in the queue (0 when Redis dropped the empty list); None when unknown."""
+        try:
+            with self.app.connection_for_read() as conn:
+                return int(conn.default_channel.queue_declare(queue=self.settings.queue, passive=True)[1])
+        except Exception as exc:
+            if "NOT_FOUND" in str(exc) or "404" in str(getattr(exc, "reply_code", "")):
+                return 0
+            logger.debug("could not size queue %s", self.settings.queue, exc_info=True)
+            return None
+
+    def _fetch(self, task_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """Task id -> decoded result meta (None while the backend has nothing for it)."""
+        backend = self.app.backend
+        out: dict[str, dict[str, Any] | None] = {}
+        if not hasattr(backend, "mget"):  # a database backend: one query per task
+            for task_id in task_ids:
+                meta = backend.get_task_meta(task_id, cache=False)
+                out[task_id] = None if meta.get("status") == "PENDING" else meta
+            return out
+        for start in range(0, len(task_ids), 1000):
+            chunk = task_ids[start : start + 1000]
+            values = backend.mget([backend.get_key_for_task(task_id) for task_id in chunk])
+            for task_id, value in zip(chunk, values, strict=True):
+                out[task_id] = backend.decode_result(value) if value else None
+        return out
+
+    def _result(self, batch: EmbedBatch, meta: dict[str, Any], expected_model: str | None) -> EmbedResult:
+        status = meta.get("status")
+        if status != "SUCCESS":
+            exc = meta.get("result")
+            reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else repr(exc)
+            return self._failed(
+                batch,
+                f"batch {batch.batch_id!r} failed on a worker (status {status}, after up to "
+                f"{self.settings.max_retries} retries): {reason}",
+            )
+        summary = meta.get("result") or {}
+        worker_model = summary.get("model_id") if isinstance(summary, dict) else None
+        if expected_model and worker_model and worker_model != expected_model:
+            return self._failed(
+                batch,
+                f"batch {batch.batch_id!r} was encoded with {worker_model} on a worker but this run uses "
+                f"{expected_model}: install the same model on every worker",
+            )
+        try:
+            keys, vectors = read_shard(self.shard_dir, batch.batch_id)
+        except (OSError, ValueError) as exc:
+            return self._failed(
+                batch,
+                f"the shard of batch {batch.batch_id!r} cannot be read from {self.shard_dir} ({exc}): "
+                "shard_dir must be a directory every worker and this process share",
+            )
+        if keys != tuple(batch.keys):
+            return self._failed(batch, f"the shard of batch {batch.batch_id!r} holds other keys than sent")
+        if not self.keep_shards:
+            remove_shard(self.shard_dir, batch.batch_id)
+        return EmbedResult(batch.batch_id, batch.keys, vectors)
+
+    @staticmethod
+    def _failed(batch: EmbedBatch, message: str) -> EmbedResult:
+        logger.warning(
+            "%s (keys: %s)", message, ", ".join(batch.keys[:5]) + (" ..." if len(batch.keys) > 5 else "")
+        )
+        return EmbedResult(batch.batch_id, batch.keys, None, error=message)
+
+    def _forget(self, task_id: str) -> None:
+        try:
+            self.app.backend.forget(task_id)
+        except Exception:  # the result expires on its own (result_expires)
+            logger.debug("could not forget task %s", task_id, exc_info=True)
+
+    # -- connections ----------------------------------------------------------------------------------
+
+    def _check_connections(self) -> None:
+        """Fail fast, with the fix, when the broker or the result backend cannot be reached."""
+        try:
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(
+                    max_retries=self.connect_retries, interval_start=0.5, interval_step=0.5, interval_max=2.0
+                )
+        except Exception as exc:
+            raise BackendError(
+                f"cannot reach the Celery broker at {redacted(self.settings.broker_url)} after "
+                f"{self.connect_retries} retries ({type(exc).__name__}: {exc}): {START_HINT}"
+            ) from exc
+        for attempt in range(self.connect_retries + 1):
+            try:
+                self._fetch(["shopfusion-connection-check"])
+                return
+            except Exception as exc:
+                if attempt == self.connect_retries:
+                    raise BackendError(
+                        f"cannot reach the Celery result backend at {redacted(self.settings.result_backend)}"
+                        f" ({type(exc).__name__}: {exc}): {START_HINT}"
+                    ) from exc
+                time.sleep(0.5 * (attempt + 1))
+
+    def workers_consuming(self, timeout: float = 1.0) -> list[str]:
+        """Names of the live workers that consume this executor's queue (asks them over the broker)."""
+        replies = self.app.control.inspect(timeout=timeout).active_queues() or {}
+        return sorted(
+            name
+            for name, queues in replies.items()
+            if any(q.get("name") == self.settings.queue for q in queues)
+        )
+
+
+class _LostWatch:
+    """Finds tasks the broker lost: unknown to the result backend across two looks, `lost_after` seconds
+    apart, at both of which the queue was empty (so no worker can still be about to start them).
+
+    Tasks a worker has started are STARTED (`task_track_started`) and tasks waiting to be retried are
+    RETRY, so an unknown task with an empty queue was dropped by the broker (a Redis restart without
+    persistence, or a flush). Sending it again is safe: shards are idempotent and the executor yields each
+    batch once."""
+
+    def __init__(self, lost_after: float) -> None:
+        self.lost_after = lost_after
+        self.last_look = time.monotonic()
+        self.suspects: set[str] = set()
+
+    def stalled(self, unknown: set[str], queue_size: Callable[[], int | None]) -> set[str]:
+        now = time.monotonic()
+        if now - self.last_look < self.lost_after:
+            return set()
+        self.last_look = now
+        if not unknown or queue_size() != 0:
+            self.suspects = set()
+            return set()
+        lost = unknown & self.suspects
+        self.suspects = unknown - lost
+        return lost
+
+
+class _WorkerWatch:
+    """While nothing finishes, checks now and then that some worker consumes the queue."""
+
+    CHECK_EVERY = 30.0
+
+    def __init__(self, executor: CeleryExecutor) -> None:
+        self.executor = executor
+        self.last_progress = time.monotonic()
+        self.last_check = self.last_progress
+        self.no_worker_since: float | None = None
+
+    def progressed(self) -> None:
+        self.last_progress = self.last_check = time.monotonic()
+        self.no_worker_since = None
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now - self.last_check < self.CHECK_EVERY:
+            return
+        self.last_check = now
+        try:
+            workers = self.executor.workers_consuming()
+        except Exception:  # the broker is away: _poll handles outages
+            return
+        if workers:
+            self.no_worker_since = None
+            return
+        queue = self.executor.settings.queue
+        self.no_worker_since = self.no_worker_since or self.last_progress
+        waited = now - self.no_worker_since
+        hint = (
+            f"no Celery worker consumes queue {queue!r}: start one with `shopfusion worker` "
+            f"(or `celery -A workers.worker_main worker`) using the same SHOPFUSION_CELERY_* settings"
+        )
+        limit = self.executor.no_worker_timeout
+        if limit is not None and waited >= limit:
+            raise BackendError(f"{hint}; gave up after {waited:.0f} s")
+        logger.warning("%s (waiting %.0f s so far)", hint, waited)
+
+
+def _use_polling_backend(app: Any) -> None:
+    """Make a Redis result backend skip its per-task pub/sub subscription.
+
+    The executor polls results with one MGET per round, which survives a Redis restart plainly; left on,
+    the backend would also subscribe to every task's channel and leave the messages unread, which grows
+    the connection's buffer until Redis drops it on long runs."""
+    from celery.app.backends import by_url
+    from celery.backends.redis import RedisBackend
+
+    base, url = by_url(app.conf.result_backend, app.loader)
+    if not (isinstance(base, type) and issubclass(base, RedisBackend)):
+        return
+
+    class PollingBackend(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["url"] = kwargs.get("url") or url
+            super().__init__(*args, **kwargs)
+
+        def on_task_call(self, producer: Any, task_id: str) -> None:
+            return None
+
+    app.backend_cls = PollingBackend
+
+
+def _local_model_id(model: str, device: str) -> str | None:
+    """The model identity this process sees, to check the workers use the same; None when unknown here."""
+    try:
+        return load_encoder(model, device).model_id
+    except Exception:  # the model may exist on the workers only
+        return None
