@@ -1,0 +1,46 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from trainer import cli
+from trainer.intent_trainer import METHODS
+
+
+def test_methods_match_the_trainer() -> None:
+    assert cli.METHODS == METHODS
+
+
+def test_help_does_not_import_torch() -> None:
+    code = "import sys; from trainer.cli import train; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "False"
+
+
+def test_intent_command_trains_and_saves(tmp_path: Path, tiny_model_dir: Path, make_examples) -> None:  # type: ignore[no-untyped-def]
+    rows = [{"id": str(i), "text": e.text, "intent": e.label, "domain": e.domain}
+            for i, e in enumerate(make_examples("kitchen", 8) + make_examples("tools", 8))]
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = CliRunner().invoke(cli.train, ["intent", "--data", str(data), "--target", "kitchen", "--k", "3",
+                                            "--test-per-label", "2", "--model", str(tiny_model_dir),
+                                            "--method", "finetune", "--head-steps", "10", "--adapt-steps",
+                                            "2", "--output", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["phases"] == ["head", "finetune"] and "accuracy" in payload["metrics"]
+    assert (tmp_path / "out" / "heads.safetensors").is_file()
+    assert (tmp_path / "out" / "encoder" / "README.md").is_file()
+
+
+def test_bad_target_is_a_clear_error(tmp_path: Path, make_examples) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"id": str(i), "text": e.text, "intent": e.label, "domain": e.domain}) + "\n"
+                            for i, e in enumerate(make_examples())))
+    result = CliRunner().invoke(cli.train, ["intent", "--data", str(data), "--target", "nope",
+                                            "--output", str(tmp_path / "o")])
+    assert result.exit_code != 0
+    assert "known domains: kitchen" in str(result.exception)
