@@ -47,6 +47,11 @@ FIELD_BOOSTS: dict[str, float] = {"title": 2.0, "brand": 1.0, "description": 1.0
 RETRY_ON_STATUS: tuple[int, ...] = (429, 502, 503, 504)
 """Bulk items (and whole bulk requests) rejected with these statuses are retried with backoff."""
 
+MAPPING_ERRORS = {"mapper_parsing_exception", "mapper_exception", "strict_dynamic_mapping_exception",
+                  "document_parsing_exception"}
+SCORE_CHUNK = 5_000
+"""`score` asks for at most this many ids per request (below the index's 10,000 result window)."""
+
 _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
@@ -285,8 +290,12 @@ class ElasticsearchLexicalIndex:
         wanted = list(dict.fromkeys(ids))
         if not wanted or not query.strip():
             return {}
-        return {hit.product_id: hit.score for hit in self._search(self.query_body(query, ids=wanted),
-                                                                  len(wanted))}
+        scores: dict[str, float] = {}
+        for start in range(0, len(wanted), SCORE_CHUNK):
+            chunk = wanted[start:start + SCORE_CHUNK]
+            scores.update((hit.product_id, hit.score)
+                          for hit in self._search(self.query_body(query, ids=chunk), len(chunk)))
+        return scores
 
     def _search(self, body: dict[str, Any], k: int) -> list[LegHit]:
         self._ensure()
@@ -435,7 +444,7 @@ def translate_errors(settings: ElasticsearchSettings, action: str, index: str) -
     hosts = _redacted_hosts(settings)
     try:
         yield
-    except es.AuthenticationException as exc:
+    except es.AuthenticationException:
         how = "the API key" if settings.api_key else (
             f"user {settings.username!r}" if settings.username else "no credentials")
         raise BackendError(
@@ -459,8 +468,7 @@ def translate_errors(settings: ElasticsearchSettings, action: str, index: str) -
             fix = (f"analyzer {settings.analyzer!r} is not available on this node: set "
                    "elasticsearch.analyzer = \"standard\" (nodes without the analysis-common module, such "
                    "as the test zip, only have standard/simple/stop/whitespace/keyword)")
-        elif _error_type(exc) in {"mapper_parsing_exception", "illegal_argument_exception",
-                                  "mapper_exception", "strict_dynamic_mapping_exception"}:
+        elif _error_type(exc) in MAPPING_ERRORS or re.search(r"\bmapper \[", reason):
             fix = (f"index {index} has a conflicting mapping: drop it (or build a new version) and "
                    "re-index; do not create shopfusion indices by hand")
         else:
@@ -470,12 +478,20 @@ def translate_errors(settings: ElasticsearchSettings, action: str, index: str) -
     except es.ApiError as exc:
         raise BackendError(f"Elasticsearch failed {action} on {index} ({exc.status_code} "
                            f"{_error_type(exc)}: {_reason(exc)}): check the cluster's health") from None
-    except es.TransportError as exc:  # connection refused, DNS, TLS, timeouts (after the client's retries)
+    except es.SSLError as exc:
+        raise BackendError(
+            f"TLS with Elasticsearch at {hosts} failed ({exc.message}): set elasticsearch.ca_certs "
+            "(SHOPFUSION_ELASTICSEARCH_CA_CERTS) to the cluster's CA file, or check the https:// host name"
+        ) from None
+    except (es.ConnectionError, es.ConnectionTimeout) as exc:  # refused, DNS, timeouts, after the retries
         raise BackendError(
             f"cannot reach Elasticsearch at {hosts} for {action} after {settings.max_retries} retries "
             f"({type(exc).__name__}: {exc.message}): start it (`scripts/elasticsearch.sh start`, or "
             f"`docker compose up -d elasticsearch`) or fix elasticsearch.hosts / SHOPFUSION_ELASTICSEARCH_HOSTS"
         ) from None
+    except es.TransportError as exc:  # serialization and other client-side failures
+        raise BackendError(f"Elasticsearch client failed {action} on {index} ({type(exc).__name__}: "
+                           f"{exc.message})") from None
 
 
 def _es() -> Any:
