@@ -15,7 +15,7 @@ Edge cases:
 - a document missing from a leg (or with a NaN score there) gets that leg's floor: 0 for min-max, the
   lowest z-score in the leg for z-score (never better than the worst retrieved);
 - negative weights, weights summing to zero, alpha outside [0, 1] or a negative RRF k raise FusionError;
-- ties are broken by the best rank in any leg, then by `order` (the caller's original order, for
+- ties are broken by the best rank in any leg with a positive weight, then by `order` (the caller's original order, for
   re-ranking) and finally by product id, so results are deterministic.
 
 >>> from shopfusion.types import LegHit
@@ -140,7 +140,8 @@ def fuse(legs: Mapping[str, Sequence[LegHit]], config: FusionConfig,
             else:
                 raw, value, rank = entry
                 contribution = weights[leg] * value
-                best_rank = min(best_rank, rank)
+                if weights[leg] > 0:
+                    best_rank = min(best_rank, rank)
                 breakdown[leg] = LegScore(raw=raw, normalized=value, rank=rank, contribution=contribution)
             total += contribution
         position = order.get(pid, len(order)) if order else 0

@@ -57,3 +57,13 @@ def tiny_catalog(tmp_path: Path) -> Path:
 def hash_settings() -> Settings:
     """Settings with the deterministic hashing encoder: no model to load, results stable."""
     return Settings().replace("index", model="hash:32")
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The packaged all-MiniLM-L6-v2, loaded once per test session."""
+    from shopfusion.encoders import load_encoder
+
+    encoder = load_encoder("default", "cpu")
+    encoder.encode(["warm up"])
+    return encoder

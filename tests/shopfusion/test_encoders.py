@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shopfusion.encoders import HashingEncoder, load_encoder, resolve_device
+from shopfusion.errors import ConfigError
+
+
+def test_hashing_encoder_is_deterministic_and_normalised() -> None:
+    encoder = HashingEncoder(16)
+    a = encoder.encode(["cordless drill", "garden hose", ""])
+    assert a.shape == (3, 16) and a.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(a, HashingEncoder(16).encode(["cordless drill", "garden hose", ""]))
+    assert float(encoder.encode_query("drill") @ a[0]) > float(encoder.encode_query("drill") @ a[1])
+
+
+def test_specs() -> None:
+    assert load_encoder("hash:8").model_id == "hash:8"
+    assert load_encoder("hash:8") is load_encoder("hash:8")
+    with pytest.raises(ConfigError, match="hash:<dimension>"):
+        load_encoder("hash:x")
+    with pytest.raises(ConfigError, match="local paths only"):
+        load_encoder("sentence-transformers/all-mpnet-base-v2")
+
+
+def test_pickled_weights_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="safetensors"):
+        load_encoder(str(tmp_path)).encode(["x"])
+
+
+def test_device_resolution() -> None:
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in {"cpu", "cuda"}
+
+
+@pytest.mark.slow
+def test_default_model_loads_offline(minilm) -> None:
+    vectors = minilm.encode(["cordless drill", "drill driver", "garden hose"])
+    assert vectors.shape == (3, 384)
+    assert float(vectors[0] @ vectors[1]) > float(vectors[0] @ vectors[2])
+    assert minilm.model_id.startswith("sentence-transformers/all-MiniLM-L6-v2@")
