@@ -120,9 +120,8 @@ class EmbeddingJournal:
         self.path = Path(path)
         self.model_id = model_id
         marker = self.path / "model.json"
-        if self.path.is_dir() and marker.is_file():
-            if json.loads(marker.read_text(encoding="utf-8")).get("model_id") != model_id:
-                self.clear()
+        if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("model_id") != model_id:
+            self.clear()
         self.path.mkdir(parents=True, exist_ok=True)
         if not marker.is_file():
             marker.write_text(json.dumps({"model_id": model_id}), encoding="utf-8")

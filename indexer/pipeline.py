@@ -22,6 +22,7 @@ uninterrupted run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -40,10 +41,11 @@ from indexer.stores.faiss_store import FaissVectorIndex, VectorKind
 from indexer.validation import validate
 from shopfusion.config import Settings
 from shopfusion.encoders import load_encoder
-from shopfusion.errors import IndexStateError, TooManyRejectsError
+from shopfusion.errors import IndexStateError, ShopfusionError, TooManyRejectsError
 from shopfusion.types import Product, Reject
 from workers.executor import EmbedBatch, Executor
 
+log = logging.getLogger(__name__)
 STAGE_CHUNK = 1000
 EMBED_BATCH = 512
 """Texts per executor batch (one journal file each); the encoder splits it into `index.batch_size`."""
@@ -391,8 +393,8 @@ class _IndexRun:
         try:
             open_lexical(self.settings, self.directory.version_path(version), version,
                          self.directory.namespace, create=False).drop()
-        except Exception:  # an old version that is already gone needs no cleanup
-            pass
+        except ShopfusionError as exc:  # the new version is live; a leftover old one is only wasted space
+            log.warning("could not delete old lexical version %s: %s", version, exc)
 
 
 def _batches(needed: dict[str, str]) -> Iterator[EmbedBatch]:

@@ -71,7 +71,9 @@ def read_catalog(path: str | os.PathLike[str], fmt: CatalogFormat | None = None)
 
 
 def _open_binary(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else path.open("rb")
+    if path.suffix.lower() == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
 
 
 def _read_jsonl(path: Path) -> Iterator[RawRecord]:

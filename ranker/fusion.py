@@ -106,9 +106,8 @@ def fuse(legs: Mapping[str, Sequence[LegHit]], config: FusionConfig,
     per_leg: dict[str, dict[str, tuple[float, float, int]]] = {}
     floors: dict[str, float] = {}
     for leg, hits in legs.items():
-        raw = [h.score for h in hits]
         if config.method == "linear":
-            normed = normalize(raw, config.normalization)
+            normed = normalize([h.score for h in hits], config.normalization)
             finite = [n for n in normed if not math.isnan(n)]
             floors[leg] = 0.0 if config.normalization == "minmax" or not finite else min(finite)
         else:

@@ -325,7 +325,7 @@ def eval_command(ctx: click.Context, index_dir: str, queries: str, qrels: str, m
     if limit:
         query_map = dict(list((q, t) for q, t in query_map.items() if q in judgments)[:limit])
     show = sys.stderr.isatty() if progress is None else progress
-    options = {key: v for key, v in dict(fusion=fusion, alpha=alpha, normalization=normalization,
+    options: dict[str, Any] = {key: v for key, v in dict(fusion=fusion, alpha=alpha, normalization=normalization,
                                          rrf_k=rrf_k).items() if v is not None}
     report = _run(lambda: Client(index_dir, settings=settings).evaluate(
         query_map, judgments, mode=mode, runs=runs or ("hybrid",), run_dir=run_dir, progress=show,  # type: ignore[arg-type]

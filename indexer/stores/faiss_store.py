@@ -248,10 +248,7 @@ class FaissVectorIndex:
 
     def _exact(self, query: np.ndarray, rows: np.ndarray, k: int) -> list[LegHit]:
         scores = self._vectors[rows] @ query
-        if k < rows.size:
-            top = np.argpartition(-scores, k - 1)[:k]
-        else:
-            top = np.arange(rows.size)
+        top = np.argpartition(-scores, k - 1)[:k] if k < rows.size else np.arange(rows.size)
         order = top[np.lexsort((rows[top], -scores[top]))]
         return self._hits(scores[order], rows[order])
 

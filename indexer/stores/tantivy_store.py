@@ -195,7 +195,7 @@ class TantivyLexicalIndex:
         ordinals = searcher.fast_field_values("ordinal", addresses)
         hits: list[LegHit] = []
         for (score, _), ordinal in zip(result.hits, ordinals, strict=True):
-            product_id = self._ordinals[ordinal]
+            product_id = self._ordinals[int(ordinal)]  # type: ignore[arg-type]
             if product_id is not None:
                 hits.append(LegHit(product_id, float(score), len(hits) + 1))
         return hits
