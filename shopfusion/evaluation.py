@@ -28,19 +28,20 @@ Run = Mapping[str, Mapping[str, float]]
 Qrels = Mapping[str, Mapping[str, float]]
 
 
-def evaluate(
-    run: Run,
-    qrels: Qrels,
-    metrics: Sequence[str] = DEFAULT_METRICS,
-    *,
-    min_grade: float | None = None,
-    per_query: bool = False,
-) -> dict[str, float] | dict[str, dict[str, float]]:
-    """Mean of each metric over the judged queries (or, with `per_query`, metric -> {query: value}).
+def evaluate(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS, *,
+             min_grade: float | None = None) -> dict[str, float]:
+    """Mean of each metric over the judged queries.
 
     `min_grade` is the grade that means "not relevant" (default: the smallest grade in `qrels` when it is
     above 0, so Home Depot's 1 maps to gain 0; 0 otherwise). A query missing from `run` scores 0.
     """
+    per_query = evaluate_per_query(run, qrels, metrics, min_grade=min_grade)
+    return {metric: mean(values.values()) for metric, values in per_query.items()}
+
+
+def evaluate_per_query(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS, *,
+                       min_grade: float | None = None) -> dict[str, dict[str, float]]:
+    """metric -> {query id: value} for every judged query with a relevant product."""
     from ranx import Qrels as RanxQrels
     from ranx import Run as RanxRun
     from ranx import evaluate as ranx_evaluate
@@ -54,19 +55,9 @@ def evaluate(
         # ranx needs a non-empty ranking per query; an empty one stands for "nothing found".
         run_dict[qid] = docs or {"__none__": 0.0}
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "shopfusion" / "numba"))
-    scores = ranx_evaluate(
-        RanxQrels.from_dict(int_qrels), RanxRun.from_dict(run_dict), list(metrics), return_mean=not per_query
-    )
-    if per_query:
-        out: dict[str, dict[str, float]] = {}
-        qids = list(run_dict)
-        values = scores if isinstance(scores, dict) else {metrics[0]: scores}
-        for metric in metrics:
-            out[metric] = {qid: float(v) for qid, v in zip(qids, values[metric], strict=True)}
-        return out
-    if not isinstance(scores, dict):
-        scores = {metrics[0]: scores}
-    return {metric: float(scores[metric]) for metric in metrics}
+    ranx_qrels, ranx_run = RanxQrels.from_dict(int_qrels), RanxRun.from_dict(run_dict)
+    ranx_evaluate(ranx_qrels, ranx_run, list(metrics), return_mean=False, save_results_in_run=True)
+    return {metric: {qid: float(value) for qid, value in ranx_run.scores[metric].items()} for metric in metrics}
 
 
 def gains(qrels: Qrels, min_grade: float | None = None) -> dict[str, dict[str, int]]:

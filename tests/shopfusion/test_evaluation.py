@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from shopfusion.errors import QueryError
-from shopfusion.evaluation import evaluate, gains, load_qrels, load_queries, write_trec_run
+from shopfusion.evaluation import evaluate, evaluate_per_query, gains, load_qrels, load_queries, write_trec_run
 
 
 def test_perfect_and_reversed_rankings() -> None:
@@ -26,8 +26,8 @@ def test_missing_query_scores_zero() -> None:
 
 
 def test_per_query_values() -> None:
-    out = evaluate({"q1": {"a": 1.0}, "q2": {"x": 1.0}}, {"q1": {"a": 1.0}, "q2": {"b": 1.0}}, min_grade=0.0,
-                   per_query=True)
+    out = evaluate_per_query({"q1": {"a": 1.0}, "q2": {"x": 1.0}}, {"q1": {"a": 1.0}, "q2": {"b": 1.0}},
+                             min_grade=0.0)
     assert out["ndcg@10"] == {"q1": pytest.approx(1.0), "q2": 0.0}
 
 
