@@ -19,6 +19,9 @@ Delivery guarantees, and why each setting is there:
   or long tasks would run twice; it is derived from `task_time_limit` (`visibility_timeout_for`).
 - Broker connection retries at startup and on publish: workers may start before Redis, and a short broker
   restart does not fail a dispatch.
+- `worker_cancel_long_running_tasks_on_connection_loss = False` (Celery 6 will flip the default): a batch
+  running when the broker connection drops finishes and stores its result, instead of being cancelled
+  and left unacknowledged until the visibility timeout. Its message may run once more later; harmless.
 
 >>> from shopfusion.config import CelerySettings
 >>> app = create_app(CelerySettings(broker_url="redis://127.0.0.1:6379/0"))
@@ -89,10 +92,7 @@ def create_app(settings: CelerySettings, *, main: str = "shopfusion") -> Any:
             "interval_max": 2.0,
         },
         result_expires=RESULT_EXPIRES,
-        result_backend_transport_options={
-            "retry_policy": {"timeout": 30.0},
-            "visibility_timeout": visibility,
-        },
+        result_backend_transport_options={"retry_policy": {"timeout": 30.0}},
         redis_retry_on_timeout=True,
         redis_socket_connect_timeout=5,
         redis_backend_health_check_interval=10,
@@ -108,9 +108,6 @@ def create_app(settings: CelerySettings, *, main: str = "shopfusion") -> Any:
             "socket_connect_timeout": 5,
             "health_check_interval": 10,
         },
-        broker_heartbeat=None,
-        worker_send_task_events=False,
-        task_send_sent_event=False,
     )
     from workers.tasks import register_tasks
 

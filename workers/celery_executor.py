@@ -11,7 +11,9 @@ Failure handling:
   the run goes on;
 - a pool process killed mid-batch has its message requeued by Celery (`acks_late` +
   `task_reject_on_worker_lost`); the batch runs again and overwrites its shard, and this executor yields
-  each batch once;
+  each batch once. A whole worker killed mid-batch (its main process too) answers no ping: its started
+  batches are sent again after two looks `lost_after` seconds apart, rather than after Redis's
+  visibility timeout;
 - an unreachable broker at the start raises `BackendError` after `connect_retries` attempts; a broker that
   goes away mid-run is waited for up to `outage_timeout` seconds; a batch whose message the broker lost
   (a Redis restart without persistence) is noticed, its state unknown while the queue is empty, and sent
@@ -29,7 +31,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,6 @@ START_HINT = (
 )
 
 
-@dataclass
-class _InFlight:
-    batch: EmbedBatch
-    sent_at: float
-
-
 class CeleryExecutor:
     """Embeds batches on Celery workers; see the module docstring for delivery and failure semantics.
 
@@ -70,7 +65,7 @@ class CeleryExecutor:
         outage_timeout: seconds a run waits for a broker that went away mid-run before `BackendError`.
         no_worker_timeout: seconds without any worker consuming the queue before `BackendError`;
             None waits forever.
-        lost_after: seconds between two looks for tasks the broker lost (see `_LostWatch`).
+        lost_after: seconds between two looks for batches to send again (see `_RedeliveryWatch`).
         keep_shards: keep shard files after their vectors were yielded (default: remove them).
     """
 
@@ -120,44 +115,48 @@ class CeleryExecutor:
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         self._check_connections()
         expected_model = _local_model_id(model, self.device)
-        in_flight: dict[str, _InFlight] = {}
+        in_flight: dict[str, EmbedBatch] = {}  # task id -> batch
         seen: set[str] = set()
         source = iter(batches)
         exhausted = False
         watch = _WorkerWatch(self)
-        lost = _LostWatch(self.lost_after)
-        while True:
-            while not exhausted and len(in_flight) < self.max_in_flight:
-                batch = next(source, None)
-                if batch is None:
-                    exhausted = True
-                    break
-                if batch.batch_id in seen:
-                    raise ConfigError(f"batch id {batch.batch_id!r} appears twice: batch ids must be unique")
-                seen.add(batch.batch_id)
-                in_flight[self._send(model, batch)] = _InFlight(batch, time.monotonic())
-            if not in_flight:
-                return
-            states = self._poll(list(in_flight))
-            finished = [(tid, meta) for tid, meta in states.items() if meta and meta.get("status") in READY]
-            for task_id, meta in finished:
-                entry = in_flight.pop(task_id)
-                yield self._result(entry.batch, meta, expected_model)
-                self._forget(task_id)
-            unknown = {task_id for task_id, meta in states.items() if meta is None}
-            for task_id in lost.stalled(unknown, self._queue_size):
-                entry = in_flight.pop(task_id)
-                logger.warning(
-                    "batch %s is unknown to the result backend while the queue is empty: the broker lost "
-                    "its message; sending it again",
-                    entry.batch.batch_id,
-                )
-                in_flight[self._send(model, entry.batch)] = _InFlight(entry.batch, time.monotonic())
-            if finished:
-                watch.progressed()
-            else:
-                watch.check()
-                time.sleep(self.poll_interval)
+        redelivery = _RedeliveryWatch(self.lost_after)
+        try:
+            while True:
+                while not exhausted and len(in_flight) < self.max_in_flight:
+                    batch = next(source, None)
+                    if batch is None:
+                        exhausted = True
+                        break
+                    if batch.batch_id in seen:
+                        raise ConfigError(
+                            f"batch id {batch.batch_id!r} appears twice: batch ids must be unique"
+                        )
+                    seen.add(batch.batch_id)
+                    in_flight[self._send(model, batch)] = batch
+                if not in_flight:
+                    return
+                states = self._poll(list(in_flight))
+                finished = [
+                    (tid, meta) for tid, meta in states.items() if meta and meta.get("status") in READY
+                ]
+                for task_id, meta in finished:
+                    batch = in_flight.pop(task_id)
+                    yield self._result(batch, meta, expected_model)
+                    self._forget(task_id)
+                pending = {task_id: meta for task_id, meta in states.items() if task_id in in_flight}
+                for task_id, why in redelivery.stalled(pending, self._queue_size, self._live_workers).items():
+                    batch = in_flight.pop(task_id)
+                    logger.warning("batch %s: %s; sending it again", batch.batch_id, why)
+                    in_flight[self._send(model, batch)] = batch
+                if finished:
+                    watch.progressed()
+                else:
+                    watch.check()
+                    time.sleep(self.poll_interval)
+        finally:
+            if in_flight:  # the caller stopped early or an error ended the run: drop the rest
+                self._revoke(list(in_flight))
 
     def close(self) -> None:
         if self._app is not None:
@@ -280,6 +279,13 @@ class CeleryExecutor:
         )
         return EmbedResult(batch.batch_id, batch.keys, None, error=message)
 
+    def _revoke(self, task_ids: list[str]) -> None:
+        """Best effort: workers discard these tasks when they receive them (they may have run already)."""
+        try:
+            self.app.control.revoke(task_ids)
+        except Exception:
+            logger.debug("could not revoke %d tasks", len(task_ids), exc_info=True)
+
     def _forget(self, task_id: str) -> None:
         try:
             self.app.backend.forget(task_id)
@@ -312,6 +318,15 @@ class CeleryExecutor:
                     ) from exc
                 time.sleep(0.5 * (attempt + 1))
 
+    def _live_workers(self) -> set[str] | None:
+        """Names of the workers answering a ping; None when the broker cannot be asked."""
+        try:
+            replies = self.app.control.ping(timeout=1.0) or []
+        except Exception:
+            logger.debug("could not ping the workers", exc_info=True)
+            return None
+        return {name for reply in replies for name in reply}
+
     def workers_consuming(self, timeout: float = 1.0) -> list[str]:
         """Names of the live workers that consume this executor's queue (asks them over the broker)."""
         replies = self.app.control.inspect(timeout=timeout).active_queues() or {}
@@ -322,31 +337,56 @@ class CeleryExecutor:
         )
 
 
-class _LostWatch:
-    """Finds tasks the broker lost: unknown to the result backend across two looks, `lost_after` seconds
-    apart, at both of which the queue was empty (so no worker can still be about to start them).
+class _RedeliveryWatch:
+    """Finds batches no worker will finish without help, to send them again.
 
-    Tasks a worker has started are STARTED (`task_track_started`) and tasks waiting to be retried are
-    RETRY, so an unknown task with an empty queue was dropped by the broker (a Redis restart without
-    persistence, or a flush). Sending it again is safe: shards are idempotent and the executor yields each
-    batch once."""
+    Every `every` seconds it looks at the in-flight tasks; a task suspect at two looks in a row is given up:
 
-    def __init__(self, lost_after: float) -> None:
-        self.lost_after = lost_after
+    - unknown to the result backend while the queue is empty: the broker lost its message (a Redis restart
+      without persistence, a flush). Tasks a worker holds are STARTED (`task_track_started`) and tasks
+      waiting to be retried are RETRY, so an unknown task with an empty queue is nowhere.
+    - STARTED on a worker that no longer answers a ping: the whole worker died mid-batch (machine lost,
+      main process SIGKILLed). Redis would hand its message out again only after the visibility timeout.
+
+    Sending a batch again is safe: shards are idempotent and the executor yields each batch once. A late
+    duplicate (the dead worker's message restored after the visibility timeout) rewrites the same shard."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
         self.last_look = time.monotonic()
         self.suspects: set[str] = set()
 
-    def stalled(self, unknown: set[str], queue_size: Callable[[], int | None]) -> set[str]:
+    def stalled(
+        self,
+        states: dict[str, dict[str, Any] | None],
+        queue_size: Callable[[], int | None],
+        live_workers: Callable[[], set[str] | None],
+    ) -> dict[str, str]:
+        """Task id -> why it is given up, for the tasks to send again now."""
         now = time.monotonic()
-        if now - self.last_look < self.lost_after:
-            return set()
+        if now - self.last_look < self.every:
+            return {}
         self.last_look = now
-        if not unknown or queue_size() != 0:
-            self.suspects = set()
-            return set()
-        lost = unknown & self.suspects
-        self.suspects = unknown - lost
-        return lost
+        suspects: dict[str, str] = {}
+        unknown = [task_id for task_id, meta in states.items() if meta is None]
+        if unknown and queue_size() == 0:
+            suspects.update(dict.fromkeys(unknown, "the broker lost its message"))
+        started = {
+            task_id: str(meta["result"].get("hostname"))
+            for task_id, meta in states.items()
+            if meta and meta.get("status") == "STARTED" and isinstance(meta.get("result"), dict)
+        }
+        if started:
+            live = live_workers()
+            if live is not None:
+                suspects.update(
+                    (task_id, f"its worker {host} stopped answering")
+                    for task_id, host in started.items()
+                    if host not in live
+                )
+        given_up = {task_id: why for task_id, why in suspects.items() if task_id in self.suspects}
+        self.suspects = set(suspects) - set(given_up)
+        return given_up
 
 
 class _WorkerWatch:

@@ -174,7 +174,8 @@ def settings_env(settings: CelerySettings) -> dict[str, str]:
 
 @pytest.fixture
 def celery_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """`celery_worker(settings, concurrency=1, pool="prefork", env=None)`: a ready worker subprocess."""
+    """`celery_worker(settings, concurrency=1, pool="prefork", env=None, via="celery")`: a ready worker
+    subprocess, stopped (SIGTERM, then SIGKILL of its process group) after the test."""
     started: list[WorkerProcess] = []
 
     def start(
@@ -182,7 +183,10 @@ def celery_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         concurrency: int = 1,
         pool: str = "prefork",
         env: dict[str, str] | None = None,
+        via: str = "celery",
     ) -> WorkerProcess:
+        """`via="celery"` runs `celery -A workers.worker_main worker`; `via="run_worker"` calls
+        `workers.worker.run_worker` (what `shopfusion worker` does)."""
         hostname = f"test{len(started)}-{uuid.uuid4().hex[:6]}@%h"
         log = tmp_path / f"worker-{len(started)}.log"
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPFUSION_CELERY_")}
@@ -196,21 +200,28 @@ def celery_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
             }
         )
         child_env.update(env or {})
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.worker_main",
-            "worker",
-            f"--concurrency={concurrency}",
-            f"--pool={pool}",
-            f"--queues={settings.queue}",
-            f"--hostname={hostname}",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-        ]
+        if via == "run_worker":
+            code = (
+                "from shopfusion.config import load_settings; from workers.worker import run_worker; "
+                f"run_worker(load_settings().celery, {concurrency}, 'INFO', pool={pool!r}, hostname={hostname!r})"
+            )
+            command = [sys.executable, "-c", code]
+        else:
+            command = [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.worker_main",
+                "worker",
+                f"--concurrency={concurrency}",
+                f"--pool={pool}",
+                f"--queues={settings.queue}",
+                f"--hostname={hostname}",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ]
         with log.open("wb") as handle:
             proc = subprocess.Popen(
                 command,

@@ -132,6 +132,15 @@ def test_results_equal_local_executor(settings, celery_worker, tmp_path: Path) -
     assert list((tmp_path / "shards").glob("*.npy")) == []  # shards are removed once read
 
 
+def test_run_worker_serves_the_executor(settings, celery_worker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    celery_worker(settings, concurrency=1, pool="solo", via="run_worker")
+    batches = make_batches(3)
+
+    got = by_batch(CeleryExecutor(settings, tmp_path / "shards").map(MODEL, batches))
+
+    assert_same(got, by_batch(LocalExecutor().map(MODEL, batches)))
+
+
 def test_default_model_matches_local(settings, celery_worker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     celery_worker(settings, concurrency=1)
     batches = make_batches(3, size=8)
@@ -175,6 +184,24 @@ def test_sigkilled_pool_process_has_its_batch_redelivered(settings, celery_worke
     log = worker.output()
     assert "signal 9 (SIGKILL)" in log, log[-3000:]
     assert busy not in worker.pool_pids()
+
+
+def test_sigkilled_worker_has_its_started_batch_sent_again(  # type: ignore[no-untyped-def]
+    settings, celery_worker, tmp_path: Path, caplog
+) -> None:
+    workers = [celery_worker(settings, concurrency=1, env=slow_env(60)) for _ in range(2)]
+    shard_dir = tmp_path / "shards"
+    batches = make_batches(6, slow={2})
+    run = Background(CeleryExecutor(settings, shard_dir, lost_after=1.0), MODEL, batches)
+
+    busy = wait_for_slow_batch(shard_dir, "b002")
+    [victim] = [worker for worker in workers if busy in worker.pool_pids()]
+    with caplog.at_level(logging.WARNING, logger="workers.celery_executor"):
+        os.killpg(victim.pid, signal.SIGKILL)  # the main process and its pool: the whole worker
+        got = run.join()
+
+    assert_same(got, by_batch(LocalExecutor().map(MODEL, batches)))
+    assert f"batch b002: its worker {victim.hostname.split('@')[0]}" in caplog.text, caplog.text
 
 
 @pytest.mark.parametrize("lose_data", [False, True], ids=["persistent", "data-lost"])
