@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -86,6 +87,8 @@ class ElasticsearchSettings:
     chunk_size: int = 500
     max_chunk_bytes: int = 10 * 1024 * 1024
 
+    __repr__ = lambda self: _redacted_repr(self)  # noqa: E731
+
 
 @dataclass(frozen=True)
 class CelerySettings:
@@ -99,8 +102,20 @@ class CelerySettings:
     task_time_limit: int = 600
     max_retries: int = 3
 
+    __repr__ = lambda self: _redacted_repr(self)  # noqa: E731
+
 
 SECRET_KEYS = {"password", "api_key"}
+
+
+def redact_url(url: str) -> str:
+    """`scheme://user:secret@host` -> `scheme://user:***@host` (for logs and reprs)."""
+    return re.sub(r"(://[^:/@]*):[^@/]+@", r"\1:***@", url)
+
+
+def _redacted_repr(settings: Any) -> str:
+    shown = {f.name: _redact_value(getattr(settings, f.name)) for f in fields(settings) if f.name not in SECRET_KEYS}
+    return f"{type(settings).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
 @dataclass(frozen=True)
@@ -115,7 +130,7 @@ class Settings:
         out: dict[str, dict[str, Any]] = {}
         for section in fields(self):
             values = dataclasses.asdict(getattr(self, section.name))
-            out[section.name] = {k: v for k, v in values.items() if k not in SECRET_KEYS}
+            out[section.name] = {k: _redact_value(v) for k, v in values.items() if k not in SECRET_KEYS}
         return out
 
     def replace(self, section: str, **changes: Any) -> Settings:
@@ -123,6 +138,14 @@ class Settings:
         current = getattr(self, section)
         merged = dataclasses.asdict(current) | {k: v for k, v in changes.items() if v is not None}
         return dataclasses.replace(self, **{section: _build(type(current), merged, section)})
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, tuple | list):
+        return [_redact_value(v) for v in value]
+    return value
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:

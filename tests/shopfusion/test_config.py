@@ -56,3 +56,11 @@ def test_replace_validates() -> None:
     assert Settings().replace("search", alpha=0.2).search.alpha == 0.2
     with pytest.raises(ConfigError):
         Settings().replace("index", vector_index="annoy")
+
+
+def test_urls_with_credentials_are_redacted() -> None:
+    settings = load_settings(env={"SHOPFUSION_ELASTICSEARCH_HOSTS": "https://elastic:s3cret@es:9200",
+                                  "SHOPFUSION_CELERY_BROKER_URL": "redis://:r3dis@redis:6379/0"})
+    shown = repr(settings) + str(settings.to_dict())
+    assert "s3cret" not in shown and "r3dis" not in shown
+    assert settings.elasticsearch.hosts == ("https://elastic:s3cret@es:9200",)
