@@ -10,11 +10,11 @@
 # ${SHOPFUSION_RUN:-/tmp/shopfusion-run}/redis. A restart reuses the previous port when it is still free, so
 # URLs handed to workers stay valid across a broker restart. Set SHOPFUSION_REDIS_PORT to pin the port.
 #
-# `start` prints lines meant for `eval "$(scripts/redis.sh start)"` or for a CI environment file:
+# `start` and `status` print, on stdout, the one line the tests read (scripts/services.sh exports it):
 #   SHOPFUSION_TEST_REDIS_URL=redis://127.0.0.1:PORT
-#   SHOPFUSION_CELERY_BROKER_URL=redis://127.0.0.1:PORT/0
-#   SHOPFUSION_CELERY_RESULT_BACKEND=redis://127.0.0.1:PORT/1
-# Diagnostics go to stderr.
+# and, on stderr with the other diagnostics, the settings to give workers and the executor
+# (SHOPFUSION_CELERY_BROKER_URL=redis://127.0.0.1:PORT/0, SHOPFUSION_CELERY_RESULT_BACKEND=.../1). They are
+# not on stdout so that exporting the output does not change the settings every test process loads.
 set -euo pipefail
 
 RUN_DIR="${SHOPFUSION_RUN:-/tmp/shopfusion-run}/redis"
@@ -40,8 +40,8 @@ pong() { [[ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null || true)" == "PON
 print_urls() {
     local url="redis://127.0.0.1:$1"
     echo "SHOPFUSION_TEST_REDIS_URL=$url"
-    echo "SHOPFUSION_CELERY_BROKER_URL=$url/0"
-    echo "SHOPFUSION_CELERY_RESULT_BACKEND=$url/1"
+    log "for workers and the Celery executor: SHOPFUSION_CELERY_BROKER_URL=$url/0" \
+        "SHOPFUSION_CELERY_RESULT_BACKEND=$url/1"
 }
 
 ensure_installed() {

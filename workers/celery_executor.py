@@ -11,9 +11,9 @@ Failure handling:
   the run goes on;
 - a pool process killed mid-batch has its message requeued by Celery (`acks_late` +
   `task_reject_on_worker_lost`); the batch runs again and overwrites its shard, and this executor yields
-  each batch once. A whole worker killed mid-batch (its main process too) answers no ping: its started
-  batches are sent again after two looks `lost_after` seconds apart, rather than after Redis's
-  visibility timeout;
+  each batch once. A whole worker killed mid-batch (its main process too) answers no ping: once another
+  worker does, its started batches are sent again after two looks `lost_after` seconds apart, rather
+  than after Redis's visibility timeout;
 - an unreachable broker at the start raises `BackendError` after `connect_retries` attempts; a broker that
   goes away mid-run is waited for up to `outage_timeout` seconds; a batch whose message the broker lost
   (a Redis restart without persistence) is noticed, its state unknown while the queue is empty, and sent
@@ -345,8 +345,10 @@ class _RedeliveryWatch:
     - unknown to the result backend while the queue is empty: the broker lost its message (a Redis restart
       without persistence, a flush). Tasks a worker holds are STARTED (`task_track_started`) and tasks
       waiting to be retried are RETRY, so an unknown task with an empty queue is nowhere.
-    - STARTED on a worker that no longer answers a ping: the whole worker died mid-batch (machine lost,
-      main process SIGKILLed). Redis would hand its message out again only after the visibility timeout.
+    - STARTED on a worker that no longer answers a ping while other workers do: the whole worker died
+      mid-batch (machine lost, main process SIGKILLed). Redis would hand its message out again only after
+      the visibility timeout. When no worker answers at all (a broker restart they are reconnecting from,
+      or the only worker died) nothing is sent again until some worker answers.
 
     Sending a batch again is safe: shards are idempotent and the executor yields each batch once. A late
     duplicate (the dead worker's message restored after the visibility timeout) rewrites the same shard."""
@@ -378,7 +380,7 @@ class _RedeliveryWatch:
         }
         if started:
             live = live_workers()
-            if live is not None:
+            if live:  # nobody answering is an outage or a restart, not a death: wait for them
                 suspects.update(
                     (task_id, f"its worker {host} stopped answering")
                     for task_id, host in started.items()
