@@ -88,8 +88,13 @@ class CeleryExecutor:
     ) -> None:
         if max_in_flight < 1:
             raise ConfigError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        if not settings.result_backend:
+            raise ConfigError(
+                "the Celery executor reads task outcomes from a result backend: set "
+                "SHOPFUSION_CELERY_RESULT_BACKEND (celery.result_backend), e.g. redis://127.0.0.1:6379/1"
+            )
         self.settings = settings
-        self.shard_dir = Path(shard_dir)
+        self.shard_dir = Path(shard_dir).absolute()  # sent to workers, whose working directory differs
         self.device = device
         self.encode_batch_size = encode_batch_size
         self.max_in_flight = max_in_flight
