@@ -45,3 +45,4 @@ def test_default_model_loads_offline(minilm) -> None:
     assert vectors.shape == (3, 384)
     assert float(vectors[0] @ vectors[1]) > float(vectors[0] @ vectors[2])
     assert minilm.model_id.startswith("sentence-transformers/all-MiniLM-L6-v2@")
+    np.testing.assert_allclose(minilm.encode_query("cordless drill"), vectors[0], atol=1e-5)
