@@ -295,7 +295,8 @@ class _IndexRun:
             kind = self._vector_kind(store.count())
             vectors = FaissVectorIndex(build / "vectors", dim=self.encoder.dim, kind=kind,
                                        hnsw_m=self.settings.index.hnsw_m,
-                                       ef_search=self.settings.index.hnsw_ef_search, create=True)
+                                       ef_search=self.settings.index.hnsw_ef_search,
+                                       nprobe=self.settings.index.ivf_nprobe, create=True)
             lexical_failed: dict[str, str] = {}
             with self.progress.bar(store.count(), "building indexes", "doc") as bar:
                 for chunk in _chunks(store.iter_stored(), STAGE_CHUNK):

@@ -60,7 +60,8 @@ class HybridSearcher:
         self.lexical: LexicalIndex = open_lexical(
             self.settings, version_dir, self.manifest.version, lexical_info.get("namespace", ""),
             create=False, engine=lexical_info["engine"], analyzer=lexical_info.get("analyzer"))
-        self.vectors = FaissVectorIndex(version_dir / "vectors", ef_search=self.settings.index.hnsw_ef_search)
+        self.vectors = FaissVectorIndex(version_dir / "vectors", ef_search=self.settings.index.hnsw_ef_search,
+                                        nprobe=self.settings.index.ivf_nprobe)
         self.encoder: Encoder = load_encoder(self.manifest.model, self.settings.index.device)
         self.policy = policy or load_policy(self.settings.search)
 

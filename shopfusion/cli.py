@@ -109,7 +109,7 @@ def _emit(as_json: bool, data: Any, text: str) -> None:
 @click.option("--model", help="Encoder: `default` (packaged all-MiniLM-L6-v2) or a local model directory.")
 @click.option("--executor", type=click.Choice(["local", "celery"]), help="Where embeddings are computed.")
 @click.option("--lexical", type=click.Choice(["tantivy", "elasticsearch"]), help="Lexical engine.")
-@click.option("--vector-index", type=click.Choice(["auto", "flat", "hnsw"]), help="FAISS index kind.")
+@click.option("--vector-index", type=click.Choice(["auto", "flat", "hnsw", "ivf"]), help="FAISS index kind.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
 @JSON_OPTION
 @click.pass_context

@@ -31,7 +31,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from shopfusion.errors import ConfigError
 
-VectorIndexKind = Literal["auto", "flat", "hnsw"]
+VectorIndexKind = Literal["auto", "flat", "hnsw", "ivf"]
 Analyzer = Literal["english", "standard"]
 
 
@@ -45,6 +45,7 @@ class IndexSettings:
     """With `vector_index = "auto"`, catalogs larger than this use HNSW instead of exact search."""
     hnsw_m: int = 32
     hnsw_ef_search: int = 128
+    ivf_nprobe: int = 16
     analyzer: Analyzer = "english"
     """Lexical analysis: `english` (lowercase, English stop words, Porter stemming) or `standard`."""
     max_field_chars: int = 100_000

@@ -1,7 +1,8 @@
 """The dense leg: FAISS inner-product search over L2-normalised vectors, with the same filters as BM25.
 
-Kinds: `flat` (exact, the default) and `hnsw` (approximate, for large catalogs; `auto` switches at
-`hnsw_threshold`). When FAISS has GPU support and a GPU is visible, the flat index is mirrored on the GPU
+Kinds: `flat` (exact, the default), `hnsw` (approximate graph, for large catalogs; `auto` switches at
+`hnsw_threshold`) and `ivf` (inverted lists trained on a sample of the vectors, `nprobe` lists searched;
+the cheapest to build for very large catalogs). When FAISS has GPU support and a GPU is visible, the flat index is mirrored on the GPU
 for unfiltered searches; filtered searches run on the CPU copy (FAISS GPU indexes take no id selector),
 so results are the same either way.
 
@@ -25,7 +26,8 @@ import numpy as np
 from shopfusion.errors import IndexStateError, QueryError
 from shopfusion.types import CATEGORY_SEPARATOR, Filters, LegHit, Product, normalize_brand, normalize_category
 
-VectorKind = Literal["flat", "hnsw"]
+VectorKind = Literal["flat", "hnsw", "ivf"]
+IVF_TRAIN_SAMPLE = 100_000
 EXACT_BELOW = 4096
 """A filtered search whose survivors are fewer than this is scored exactly, whatever the index kind."""
 
@@ -46,12 +48,13 @@ class FaissVectorIndex:
     """Vectors of one index version. `create=True` starts empty; otherwise the files in `path` load."""
 
     def __init__(self, path: str | os.PathLike[str], *, dim: int | None = None, kind: VectorKind = "flat",
-                 hnsw_m: int = 32, ef_search: int = 128, use_gpu: bool | None = None,
+                 hnsw_m: int = 32, ef_search: int = 128, nprobe: int = 16, use_gpu: bool | None = None,
                  create: bool = False) -> None:
         self.path = Path(path)
         self.kind: VectorKind = kind
         self.hnsw_m = hnsw_m
         self.ef_search = ef_search
+        self.nprobe = nprobe
         self.use_gpu = use_gpu
         self._index: Any = None
         self._gpu_index: Any = None
@@ -157,11 +160,11 @@ class FaissVectorIndex:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.path / "vectors.npy")
-        if self.kind == "hnsw":
+        if self.kind in ("hnsw", "ivf"):
             faiss = faiss_module()
-            tmp_index = self.path / "hnsw.faiss.tmp"
+            tmp_index = self.path / f"{self.kind}.faiss.tmp"
             faiss.write_index(self.index, str(tmp_index))
-            os.replace(tmp_index, self.path / "hnsw.faiss")
+            os.replace(tmp_index, self.path / f"{self.kind}.faiss")
 
     # -- the FAISS index -----------------------------------------------------------------------------
     @property
@@ -172,20 +175,33 @@ class FaissVectorIndex:
 
     def _build(self) -> Any:
         faiss = faiss_module()
+        stored = self.path / f"{self.kind}.faiss"
+        if self.kind != "flat" and stored.is_file() and self._stored_index_valid:
+            index = faiss.read_index(str(stored))
+            if index.ntotal == len(self._ids):
+                return self._tune(index)
         if self.kind == "hnsw":
-            stored = self.path / "hnsw.faiss"
-            if stored.is_file() and self._stored_index_valid:
-                index = faiss.read_index(str(stored))
-                if index.ntotal == len(self._ids):
-                    index.hnsw.efSearch = self.ef_search
-                    return index
             index = faiss.IndexHNSWFlat(self._dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = 80
-            index.hnsw.efSearch = self.ef_search
+        elif self.kind == "ivf":
+            nlist = max(1, min(int(4 * np.sqrt(max(len(self._ids), 1))), len(self._ids) // 39 or 1))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(self._dim), self._dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            rng = np.random.default_rng(0)
+            sample = self._vectors if len(self._ids) <= IVF_TRAIN_SAMPLE else self._vectors[
+                np.sort(rng.choice(len(self._ids), IVF_TRAIN_SAMPLE, replace=False))]
+            if len(sample):
+                index.train(sample)
         else:
             index = faiss.IndexFlatIP(self._dim)
         if len(self._ids):
             index.add(self._vectors)
+        return self._tune(index)
+
+    def _tune(self, index: Any) -> Any:
+        if self.kind == "hnsw":
+            index.hnsw.efSearch = self.ef_search
+        elif self.kind == "ivf":
+            index.nprobe = self.nprobe
         return index
 
     def _search_index(self) -> Any:
@@ -242,7 +258,10 @@ class FaissVectorIndex:
         faiss = faiss_module()
         bitmap = np.packbits(mask, bitorder="little")
         selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
-        params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.ef_search, k))
+        if self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.ef_search, k))
+        else:
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=self.nprobe)
         scores, rows = self.index.search(query, min(k, int(survivors.size)), params=params)
         return self._hits(scores[0], rows[0])
 

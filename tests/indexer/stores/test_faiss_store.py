@@ -19,9 +19,9 @@ def _vectors(products):
     return ENCODER.encode([p.embedding_text() for p in products])
 
 
-@pytest.fixture(params=["flat", "hnsw"])
+@pytest.fixture(params=["flat", "hnsw", "ivf"])
 def index(request, tmp_path: Path) -> FaissVectorIndex:
-    store = FaissVectorIndex(tmp_path / "vectors", dim=32, kind=request.param, create=True)
+    store = FaissVectorIndex(tmp_path / "vectors", dim=32, kind=request.param, nprobe=64, create=True)
     store.upsert(TINY, _vectors(TINY))
     store.commit()
     return store
@@ -86,14 +86,15 @@ def test_wrong_dimension_is_a_clear_error(index: FaissVectorIndex) -> None:
         index.upsert(TINY[:1], np.ones((1, 8), dtype=np.float32))
 
 
-def test_hnsw_filtered_search_with_many_survivors_matches_exact(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_filtered_search_with_many_survivors_matches_exact(tmp_path: Path, kind: str) -> None:
     rng = np.random.default_rng(0)
     n = EXACT_BELOW * 2 + 100
     products = [Product(f"id{i}", f"item {i}", brand="even" if i % 2 == 0 else "odd") for i in range(n)]
     vectors = rng.standard_normal((n, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     flat = FaissVectorIndex(tmp_path / "flat", dim=16, kind="flat", create=True)
-    hnsw = FaissVectorIndex(tmp_path / "hnsw", dim=16, kind="hnsw", ef_search=256, create=True)
+    hnsw = FaissVectorIndex(tmp_path / kind, dim=16, kind=kind, ef_search=256, nprobe=32, create=True)
     for store in (flat, hnsw):
         store.upsert(products, vectors)
     filters = Filters(brands=("even",))
@@ -104,3 +105,21 @@ def test_hnsw_filtered_search_with_many_survivors_matches_exact(tmp_path: Path) 
         assert all(int(h.product_id[2:]) % 2 == 0 for h in approx)
         recall.append(len(exact & {h.product_id for h in approx}) / 10)
     assert np.mean(recall) >= 0.9
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("indexer.stores.faiss_store", fromlist=["gpu_count"]).gpu_count(),
+                    reason="FAISS sees no GPU here (install the `gpu` extra on a CUDA machine)")
+def test_gpu_index_gives_cpu_results(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((5000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    products = [Product(f"id{i}", f"item {i}") for i in range(5000)]
+    cpu = FaissVectorIndex(tmp_path / "cpu", dim=32, use_gpu=False, create=True)
+    gpu = FaissVectorIndex(tmp_path / "gpu", dim=32, use_gpu=True, create=True)
+    for store in (cpu, gpu):
+        store.upsert(products, vectors)
+    for q in vectors[:50]:
+        a, b = cpu.search(q, k=10), gpu.search(q, k=10)
+        assert [h.product_id for h in a] == [h.product_id for h in b]
+        np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=1e-4)
