@@ -301,8 +301,8 @@ class IntentModel:
         """Rules first, then the heads; rules only when `vector` is missing or of another dimension."""
         if not self.compatible(vector):
             if vector is not None and not self._warned:
-                log.warning("intent model %s expects %d-dim vectors from %s but got %s: using rules only"
-                            " (retrain with `shopfusion train policy` for this encoder)", self.metadata.get("name", ""),
+                log.warning("the intent model expects %d-dim vectors from %s but got shape %s: using rules only"
+                            " (train one for this encoder with `shopfusion train policy`)",
                             self.dim, self.encoder, getattr(vector, "shape", None))
                 self._warned = True
             return predict_with_rules(self.rules, query)

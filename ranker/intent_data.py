@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ranker.intent import COMPARISON, PRODUCT_INFORMATION, PRODUCT_LOOKUP, SERVICE, RuleLayer
 from shopfusion.errors import TrainingError
@@ -82,7 +83,7 @@ def clinc_examples(path: str | Path, splits: Sequence[str], *, per_intent: int |
     if not by_intent:
         raise TrainingError(f"{path}: no CLINC150 utterances in splits {list(splits)}")
     rng = random.Random(seed)
-    out = []
+    out: list[LabeledQuery] = []
     for intent in sorted(by_intent):
         texts = by_intent[intent]
         if per_intent is not None and len(texts) > per_intent:
@@ -110,7 +111,7 @@ def seed_examples(class_names: Sequence[str], part: str = "train", *, per_templa
     if len(names) < 2:
         raise TrainingError("seed examples need at least two product-class names")
     rng = random.Random(seed)
-    out = []
+    out: list[LabeledQuery] = []
     for intent, templates in SEED_TEMPLATES[part].items():
         for template in templates:
             for _ in range(per_template):
@@ -157,6 +158,19 @@ def catalog_brands(titles: Iterable[str], *, min_count: int = 8, min_prefix_shar
     single = {b for b in brands if " " not in b}
     brands = [b for b in brands if " " not in b or b.split()[0] not in single]
     return brands[:max_brands]
+
+
+def brands_from_products(products: Iterable[Any], *, min_count: int = 2) -> list[str]:
+    """A catalog's brands: its `brand` field where filled (named by at least `min_count` products), plus
+    the title-prefix brands of `catalog_brands` (catalogs such as Home Depot's have titles only)."""
+    named: Counter[str] = Counter()
+    titles = []
+    for product in products:
+        titles.append(product.title)
+        if product.brand and product.brand.strip():
+            named[" ".join(product.brand.lower().split())] += 1
+    explicit = [b for b, c in named.most_common() if c >= min_count and b not in _GENERIC]
+    return sorted(set(explicit) | set(catalog_brands(titles)))
 
 
 def leg_labels(lexical: Mapping[str, float], dense: Mapping[str, float], *, margin: float = 0.05) -> dict[str, str]:

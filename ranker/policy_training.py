@@ -16,11 +16,10 @@
    parent, finally to the global best);
 5. write `policy.json` and the intent model into the output directory.
 
->>> grid = default_grid(alphas=(0.0, 1.0))
->>> scores = np.array([[0.2, 0.8, 0.5], [0.6, 0.3, 0.5], [0.1, 0.1, 0.1]])  # 3 points x 3 queries
->>> rows, _ = learn_rows(scores[:, :3], [("a",), ("a",), ("b",)], min_queries=1, min_gain=0.0)
->>> rows["a"], rows["b"]
-(0, 0)
+>>> scores = np.array([[0.2, 0.8, 0.5], [0.6, 0.3, 0.9]])  # 2 grid points x 3 queries
+>>> rows, _ = learn_rows(scores, [("a",), ("a",), ("b",)], min_queries=1, min_gain=0.01)
+>>> rows  # global best 1; "a" gains 0.05 with point 0; "b" gains nothing and inherits
+{'': 1, 'a': 0}
 """
 
 from __future__ import annotations
@@ -46,7 +45,11 @@ log = logging.getLogger(__name__)
 METRIC = "ndcg@10"
 
 
-def default_grid(alphas: Sequence[float] = tuple(round(0.1 * i, 1) for i in range(11)),
+ALPHAS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
+"""The default alpha grid: 0.0, 0.1, ..., 1.0."""
+
+
+def default_grid(alphas: Sequence[float] = ALPHAS,
                  normalizations: Sequence[str] = ("minmax", "zscore"), rrf_k: float = 60.0) -> list[FusionConfig]:
     """RRF plus linear fusion at every alpha and normalisation."""
     grid = [FusionConfig(method="rrf", rrf_k=rrf_k)]
@@ -302,3 +305,65 @@ class Timer:
             return fn()
         finally:
             self.phases[name] = round(time.perf_counter() - start, 2)
+
+
+# -- putting it together ----------------------------------------------------------------------------
+def leg_winners(cache: LegCache, qrels: Mapping[str, Mapping[str, float]], ids: Sequence[str], *,
+                margin: float = 0.05) -> dict[str, str]:
+    """Which single leg wins each query in corpus mode (nDCG@10 difference above `margin`)."""
+    from ranker.intent_data import leg_labels
+
+    single = [FusionConfig(method="linear", alpha=0.0), FusionConfig(method="linear", alpha=1.0)]
+    scores, kept = grid_scores(cache, qrels, single, mode="corpus", ids=ids)
+    return leg_labels(dict(zip(kept, scores[0].tolist(), strict=True)), dict(zip(kept, scores[1].tolist(), strict=True)),
+                      margin=margin)
+
+
+def policy_keys(model: Any, cache: LegCache, ids: Sequence[str]) -> list[tuple[str, ...]]:
+    """Each query's policy keys as the model predicts them from the cached vector (as at query time)."""
+    return [model.predict(cache.queries[q], cache.vector(q)).keys for q in ids]
+
+
+def learn_policy(cache: LegCache, qrels: Mapping[str, Mapping[str, float]], model: Any, *,
+                 grid: Sequence[FusionConfig] | None = None, mode: str = "corpus", ids: Sequence[str] | None = None,
+                 min_queries: int = 50, min_gain: float = 0.002, depth: int = 200,
+                 progress: bool = False) -> Any:
+    """A `PolicyFile` whose rows maximise mean nDCG@10 per policy key on the given queries.
+
+    `mode`: `corpus`, `pool`, or `both` (the mean of the two per query)."""
+    from ranker.intent_policy import PolicyFile
+    from ranker.policy import PolicyRow
+
+    grid = list(grid or default_grid())
+    ids = list(ids or cache.ids)
+    if mode == "both":
+        corpus, kept_c = grid_scores(cache, qrels, grid, mode="corpus", ids=ids, progress=progress)
+        pool, kept_p = grid_scores(cache, qrels, grid, mode="pool", ids=ids, progress=progress)
+        common = [q for q in kept_c if q in set(kept_p)]
+        ic, ip = {q: i for i, q in enumerate(kept_c)}, {q: i for i, q in enumerate(kept_p)}
+        scores = (corpus[:, [ic[q] for q in common]] + pool[:, [ip[q] for q in common]]) / 2
+        kept = common
+    elif mode in ("corpus", "pool"):
+        scores, kept = grid_scores(cache, qrels, grid, mode=mode, ids=ids, progress=progress)
+    else:
+        raise TrainingError(f"unknown mode {mode!r}: use corpus, pool or both")
+    keys = policy_keys(model, cache, kept)
+    rows, stats = learn_rows(scores, keys, min_queries=min_queries, min_gain=min_gain)
+    assignment = [resolve(rows, k) for k in keys]
+    default = PolicyRow(grid[rows[""]], depth=depth)
+    policy_rows = {key: PolicyRow(grid[i], depth=depth) for key, i in rows.items() if key}
+    row_stats = {key: {"queries": s["queries"], METRIC: round(s[f"best_{METRIC}"], 5),
+                       f"parent_{METRIC}": round(s[f"inherited_{METRIC}"], 5)}
+                 for key, s in stats.items() if key in policy_rows}
+    considered = {key or "(all)": {"queries": s["queries"], "best": config_name(grid[s.get("best", rows[""])]),
+                                   f"best_{METRIC}": round(s.get(f"best_{METRIC}", s.get(METRIC, 0.0)), 5),
+                                   f"inherited_{METRIC}": round(s.get(f"inherited_{METRIC}", s.get(METRIC, 0.0)), 5),
+                                   "row": bool(s.get("row", key == ""))}
+                  for key, s in sorted(stats.items())}
+    training = {"mode": mode, "queries": len(kept), "grid": [config_name(c) for c in grid],
+                "min_queries": min_queries, "min_gain": min_gain, "depth": depth,
+                "legs": cache.info, "keys": considered}
+    metrics = {f"train_{METRIC}_static_best": round(float(scores[rows['']].mean()), 5),
+               f"train_{METRIC}_policy": round(float(evaluate_assignment(scores, assignment).mean()), 5),
+               "static_best": config_name(grid[rows[""]])}
+    return PolicyFile(default=default, rows=policy_rows, stats=row_stats, training=training, metrics=metrics)
