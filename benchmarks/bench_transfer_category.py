@@ -50,7 +50,8 @@ def main() -> None:
                             test_per_label=args.test_per_label, source_size=args.source_size,
                             head_steps=args.head_steps, adapt_steps=args.adapt_steps,
                             max_seq_length=args.max_seq_length, seed=args.seed,
-                            encoder_lr=args.encoder_lr)
+                            encoder_lr=args.encoder_lr,
+                            on_progress=lambda partial: merge_results("category", partial, config))
         data = merge_results("category", rows, config)
     else:
         import json

@@ -18,7 +18,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +68,10 @@ def run_transfer(
     seed: int,
     encoder_lr: float = 1e-4,
     unlabeled_size: int = 300,
+    on_progress: Callable[[list[dict]], object] | None = None,
 ) -> list[dict]:
-    """Run every (held-out domain, k, method) and return result rows."""
+    """Run every (held-out domain, k, method) and return result rows; `on_progress(rows)` after each k
+    (the benchmarks save partial results there, so an interrupted run keeps what it measured)."""
     import torch
 
     from trainer.evaluators import ClassificationEvaluator
@@ -139,18 +141,20 @@ def run_transfer(
                 rows.append(row)
                 print(f"  {domain:28s} k={row['k']!s:4s} {method:9s} acc={row['accuracy']:.3f} "
                       f"f1={row['macro_f1']:.3f} ({row['seconds']}s)", flush=True)
+            if on_progress is not None:
+                on_progress(rows)
         encoder.model.load_state_dict(pristine)
     return rows
 
 
 def merge_results(name: str, rows: list[dict], config: dict) -> dict:
-    """Add rows to results/transfer_<name>.json, replacing earlier rows of the same held-out domains."""
+    """Add rows to results/transfer_<name>.json, replacing earlier rows of the same (domain, method)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"transfer_{name}.json"
     data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"rows": [], "config": {}}
-    done = {r["domain"] for r in rows}
-    data["rows"] = [r for r in data["rows"] if r["domain"] not in done] + rows
-    data["config"].update({d: config for d in done})
+    done = {(r["domain"], r["method"]) for r in rows}
+    data["rows"] = [r for r in data["rows"] if (r["domain"], r["method"]) not in done] + rows
+    data["config"].update({f"{d}/{m}": config for d, m in done})
     path.write_text(json.dumps(data, indent=2), encoding="utf-8")
     return data
 
@@ -162,7 +166,7 @@ def report(name: str, data: dict, metric: str = "accuracy") -> str:
     domains = list(dict.fromkeys(r["domain"] for r in rows))
     methods = [m for m in METHOD_ORDER if any(r["method"] == m for r in rows)]
     value = {(r["domain"], r["method"], r["k"]): r[metric] for r in rows}
-    header = f"| held-out domain | method | " + " | ".join(f"k={k}" for k in ks) + " | k=10/all |"
+    header = "| held-out domain | method | " + " | ".join(f"k={k}" for k in ks) + " | k=10/all |"
     lines = [f"{name}: {metric} on the held-out domain's test set", "", header,
              "|" + "---|" * (len(ks) + 3)]
     for domain in [*domains, "MEAN"]:

@@ -53,7 +53,8 @@ def main() -> None:
                             test_per_label=args.test_per_label, test_sets=test_sets, source_size=args.source_size,
                             head_steps=args.head_steps, adapt_steps=args.adapt_steps,
                             max_seq_length=args.max_seq_length, seed=args.seed,
-                            encoder_lr=args.encoder_lr)
+                            encoder_lr=args.encoder_lr,
+                            on_progress=lambda partial: merge_results("intent", partial, config))
         data = merge_results("intent", rows, config)
     else:
         import json

@@ -169,8 +169,7 @@ def encoder_command(catalog: str, queries: str, qrels: str, positive_grade: floa
     """Fine-tune the dual encoder on judged (query, product) pairs."""
     from shopfusion.evaluation import load_queries
     from trainer.datasets import document_text, load_products, load_qrels
-    from trainer.encoder_trainer import (EnsembleTeacher, distillation_examples,
-                                         examples_from_judgments)
+    from trainer.encoder_trainer import EnsembleTeacher, distillation_examples, examples_from_judgments
     from trainer.mining import BM25
 
     documents = {p.id: document_text(p) for p in load_products(catalog)}

@@ -201,7 +201,7 @@ def load_qrels(path: str | Path) -> dict[str, dict[str, float]]:
 def relevance_pairs(queries_path: str | Path, qrels_path: str | Path) -> list[RelevancePair]:
     """Every judged pair whose query text is known."""
     queries = {r.id: r.text for r in load_query_records(queries_path)}
-    pairs = []
+    pairs: list[RelevancePair] = []
     for qid, judged in load_qrels(qrels_path).items():
         if qid not in queries:
             continue

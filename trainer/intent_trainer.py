@@ -30,7 +30,6 @@ trains in seconds on CPU. Training is seeded (the batches of step `n` depend onl
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -234,8 +233,6 @@ class IntentTrainer:
         if phase.train_encoder:
             encoder.unfreeze(a.trainable_layers)
         labelled = self.source if phase.name == "source-multitask" else self.train_examples
-        if phase.adaptation in ("dann", "mmd"):
-            labelled = self.train_examples + self.source
         extra: dict[str, nn.Module] = {}
         if phase.adaptation == "l2sp":
             extra["l2sp"] = L2SPPenalty(encoder.trainable_named_parameters(), a.l2sp_strength).to(self.device)
@@ -255,10 +252,6 @@ class IntentTrainer:
             from trainer.artifacts import load_checkpoint
 
             load_checkpoint(resume_from["path"], modules, optimizer)
-        by_domain: dict[str, list[LabeledText]] = defaultdict(list)
-        for e in labelled:
-            by_domain[e.domain].append(e)
-        target_pool = [e.text for e in self.train_examples] + self.unlabeled
         frozen_vectors = None if phase.train_encoder else self._frozen_embeddings(labelled)
         self.model.train()
         bar = tqdm(range(first_step, phase.steps), desc=phase.name, disable=not a.show_progress, leave=False)
@@ -272,22 +265,30 @@ class IntentTrainer:
                 features = frozen_vectors[[i for i, _ in batch]]
             else:
                 features = encoder([labelled[i].text for i, _ in batch])
-            ce = self._cross_entropy(features, [e for _, e in batch])
-            loss = ce
-            parts["ce"] = ce
+            examples = [e for _, e in batch]
+            if phase.adaptation in ("dann", "mmd"):
+                # labelled source batch (its own heads) + unlabeled target texts for the domain loss
+                source_batch = [e for _, e in _sample(self.source, max(2, a.batch_size // 2), rng)]
+                source_features = encoder([e.text for e in source_batch])
+                target_features = features
+                if self.unlabeled:
+                    picked = rng.choice(len(self.unlabeled), size=min(max(2, a.batch_size // 4),
+                                                                      len(self.unlabeled)), replace=False)
+                    target_features = torch.cat([features, encoder([self.unlabeled[i] for i in picked])])
+                if phase.adaptation == "dann":
+                    dann = extra["dann"]
+                    assert isinstance(dann, DANNLoss)
+                    dann.reverse.alpha = _dann_schedule(step / max(1, phase.steps))
+                parts["da"] = extra[phase.adaptation](source_features, target_features)
+                features = torch.cat([features, source_features])
+                examples = examples + source_batch
+            parts["ce"] = self._cross_entropy(features, examples)
+            loss = parts["ce"]
+            if "da" in parts:
+                loss = loss + a.da_weight * parts["da"]
             if phase.adaptation == "l2sp":
                 parts["l2sp"] = extra["l2sp"]()
                 loss = loss + parts["l2sp"]
-            elif phase.adaptation in ("dann", "mmd"):
-                src_mask = torch.tensor([e.domain != self.target for _, e in batch], device=features.device)
-                if bool(src_mask.any()):
-                    tgt_idx = rng.choice(len(target_pool), size=min(a.batch_size // 2, len(target_pool)),
-                                         replace=False)
-                    tgt = encoder([target_pool[i] for i in tgt_idx])
-                    if phase.adaptation == "dann":
-                        extra["dann"].reverse.alpha = _dann_schedule(step / max(1, phase.steps))
-                    parts["da"] = extra[phase.adaptation](features[src_mask], tgt)
-                    loss = loss + a.da_weight * parts["da"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -122,7 +122,7 @@ class MMDLoss(nn.Module):
         x = torch.cat([source, target], dim=0)
         d2 = torch.cdist(x, x).pow(2)
         scale = d2.detach()[d2.detach() > 0].median() if bool((d2.detach() > 0).any()) else d2.new_tensor(1.0)
-        kernel = sum(torch.exp(-d2 / (b * scale)) for b in self.bandwidths)
+        kernel = torch.stack([torch.exp(-d2 / (b * scale)) for b in self.bandwidths]).sum(0)
         n = len(source)
         k_ss, k_tt, k_st = kernel[:n, :n], kernel[n:, n:], kernel[:n, n:]
         return (k_ss.mean() + k_tt.mean() - 2 * k_st.mean()).clamp_min(0.0)

@@ -11,8 +11,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-WORDS = ("tea coffee green black milk pan steel iron pot drill saw cordless hammer soap shampoo oil "
-         "rice salt sugar red blue big small pack kg ml brand fresh organic juice chips bread").split()
+WORDS = ["tea", "coffee", "green", "black", "milk", "pan", "steel", "iron", "pot", "drill", "saw", "cordless", "hammer", "soap", "shampoo", "oil", "rice", "salt", "sugar", "red", "blue", "big", "small", "pack", "kg", "ml", "brand", "fresh", "organic", "juice", "chips", "bread"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,8 +5,13 @@ import pytest
 
 from shopfusion.encoders import HashingEncoder, load_encoder
 from shopfusion.errors import TrainingError
-from trainer.artifacts import (ModelCard, load_classifier, load_sentence_transformer, save_classifier,
-                               save_encoder)
+from trainer.artifacts import (
+    ModelCard,
+    load_classifier,
+    load_sentence_transformer,
+    save_classifier,
+    save_encoder,
+)
 from trainer.intent_trainer import IntentTrainer, TrainingArguments
 from trainer.models import FrozenEncoder, MultiTaskClassifier, TextEncoder
 

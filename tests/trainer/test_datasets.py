@@ -5,8 +5,15 @@ import pytest
 
 from shopfusion.errors import TrainingError
 from shopfusion.types import Product
-from trainer.datasets import (category_examples, category_name_queries, intent_examples, load_products,
-                              load_qrels, pseudo_queries, relevance_pairs)
+from trainer.datasets import (
+    category_examples,
+    category_name_queries,
+    intent_examples,
+    load_products,
+    load_qrels,
+    pseudo_queries,
+    relevance_pairs,
+)
 
 
 def _write(path: Path, records: list[dict]) -> Path:

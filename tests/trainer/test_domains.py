@@ -2,8 +2,15 @@ import pytest
 
 from shopfusion.errors import TrainingError
 from shopfusion.types import Product
-from trainer.domains import (LabeledText, domain_of, drop_rare_labels, group_by_domain, kshot_split,
-                             leave_one_out, validate_examples)
+from trainer.domains import (
+    LabeledText,
+    domain_of,
+    drop_rare_labels,
+    group_by_domain,
+    kshot_split,
+    leave_one_out,
+    validate_examples,
+)
 
 
 def _data(per_label: int = 12) -> list[LabeledText]:

@@ -6,9 +6,14 @@ import torch
 
 from shopfusion.errors import TrainingError
 from shopfusion.types import Product
-from trainer.encoder_trainer import (EncoderTrainer, EncoderTrainingArguments, EnsembleTeacher,
-                                     distillation_examples, examples_from_judgments,
-                                     examples_from_pseudo_queries)
+from trainer.encoder_trainer import (
+    EncoderTrainer,
+    EncoderTrainingArguments,
+    EnsembleTeacher,
+    distillation_examples,
+    examples_from_judgments,
+    examples_from_pseudo_queries,
+)
 from trainer.mining import BM25, judged_split, mine_hard_negatives
 from trainer.models import TextEncoder
 

@@ -2,8 +2,15 @@ import pytest
 import torch
 
 from shopfusion.errors import TrainingError
-from trainer.losses import (DANNLoss, GradientReversal, InBatchContrastiveLoss, L2SPPenalty, MarginMSELoss,
-                            MMDLoss, TransferObjective)
+from trainer.losses import (
+    DANNLoss,
+    GradientReversal,
+    InBatchContrastiveLoss,
+    L2SPPenalty,
+    MarginMSELoss,
+    MMDLoss,
+    TransferObjective,
+)
 
 
 def test_mmd_is_zero_for_equal_samples_and_grows_with_shift() -> None:
