@@ -208,3 +208,15 @@ def adapt_command(catalog: str, per_product: int, as_json: bool, **opts: Any) ->
     result = _fit_encoder(examples, "unsupervised adaptation (pseudo-queries + L2-SP)", [catalog],
                           "contrastive", opts)
     _print(result, as_json)
+
+
+def _mount_policy_command() -> None:
+    """`train policy` (per-intent fusion weights) lives with the ranker; mount it here when present."""
+    try:
+        from ranker.policy_cli import policy
+    except ImportError:  # the ranker package is optional for the trainer
+        return
+    train.add_command(policy)
+
+
+_mount_policy_command()
