@@ -96,3 +96,15 @@ def test_invalid_arguments_and_inputs_are_training_errors(make_examples) -> None
         IntentTrainer(frozen, _fast(), target="kitchen", train=data, labels=["tea", "pan"])
     with pytest.raises(TrainingError, match="domain 'tools'"):
         IntentTrainer(frozen, _fast(), target="kitchen", train=data + make_examples("tools"))
+
+
+def test_multitask_source_phase_trains_one_head_per_source_domain(tiny_model_dir: Path,
+                                                                   make_examples) -> None:  # type: ignore[no-untyped-def]
+    model = _tiny(tiny_model_dir)
+    source = make_examples("tools") + make_examples("care")
+    trainer = IntentTrainer(model, _fast(method="head", source_steps=3, trainable_layers=1), target="kitchen",
+                            train=make_examples(), source=source)
+    out = trainer.train()
+    assert out.phases == ["source-multitask", "head"]
+    assert set(model.heads.domains) == {"kitchen", "tools", "care"}
+    assert model.predict(["cordless drill"], "tools")[0] in {"drill", "saw"}
