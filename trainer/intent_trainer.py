@@ -68,6 +68,9 @@ class TrainingArguments:
     l2sp_strength: float = 0.01
     da_weight: float = 0.1
     """lambda in `L_CE + lambda * L_DA` (dann, mmd)."""
+    balance_classes: bool = True
+    """Sample batches so every label is drawn equally often (imbalanced `k=all` data would otherwise
+    bias the head toward the largest classes)."""
     trainable_layers: int | None = 2
     """Top transformer layers trained in encoder phases; None trains every encoder parameter."""
     max_seq_length: int = 48
@@ -253,13 +256,14 @@ class IntentTrainer:
 
             load_checkpoint(resume_from["path"], modules, optimizer)
         frozen_vectors = None if phase.train_encoder else self._frozen_embeddings(labelled)
+        weights = _balanced_weights(labelled) if a.balance_classes else None
         self.model.train()
         bar = tqdm(range(first_step, phase.steps), desc=phase.name, disable=not a.show_progress, leave=False)
         global_step += first_step
         for step in bar:
             torch.manual_seed(a.seed * 1_000_003 + index * 10_007 + step)
             rng = np.random.default_rng([a.seed, index, step])
-            batch = _sample(labelled, a.batch_size, rng)
+            batch = _sample(labelled, a.batch_size, rng, weights)
             parts: dict[str, torch.Tensor] = {}
             if frozen_vectors is not None:
                 features = frozen_vectors[[i for i, _ in batch]]
@@ -384,10 +388,19 @@ def _head_key(trainer: IntentTrainer, domain: str) -> str:
     return _key(domain)
 
 
-def _sample(examples: Sequence[LabeledText], batch_size: int,
-            rng: np.random.Generator) -> list[tuple[int, LabeledText]]:
+def _sample(examples: Sequence[LabeledText], batch_size: int, rng: np.random.Generator,
+            weights: np.ndarray | None = None) -> list[tuple[int, LabeledText]]:
     size = min(batch_size, len(examples))
-    return [(int(i), examples[int(i)]) for i in rng.choice(len(examples), size=size, replace=False)]
+    return [(int(i), examples[int(i)]) for i in rng.choice(len(examples), size=size, replace=False, p=weights)]
+
+
+def _balanced_weights(examples: Sequence[LabeledText]) -> np.ndarray:
+    """Sampling probabilities proportional to 1 / (examples of the same domain and label)."""
+    counts: dict[tuple[str, str], int] = {}
+    for e in examples:
+        counts[(e.domain, e.label)] = counts.get((e.domain, e.label), 0) + 1
+    weights = np.array([1.0 / counts[(e.domain, e.label)] for e in examples])
+    return weights / weights.sum()
 
 
 def _dann_schedule(progress: float) -> float:

@@ -108,3 +108,15 @@ def test_multitask_source_phase_trains_one_head_per_source_domain(tiny_model_dir
     assert out.phases == ["source-multitask", "head"]
     assert set(model.heads.domains) == {"kitchen", "tools", "care"}
     assert model.predict(["cordless drill"], "tools")[0] in {"drill", "saw"}
+
+
+def test_balanced_sampling_draws_rare_labels_as_often_as_common_ones() -> None:
+    import numpy as np
+
+    from trainer.domains import LabeledText
+    from trainer.intent_trainer import _balanced_weights, _sample
+
+    data = [LabeledText(f"a{i}", "a", "d") for i in range(90)] + [LabeledText(f"b{i}", "b", "d") for i in range(10)]
+    rng = np.random.default_rng(0)
+    drawn = [e.label for _ in range(200) for _, e in _sample(data, 4, rng, _balanced_weights(data))]
+    assert 0.4 < drawn.count("b") / len(drawn) < 0.6
