@@ -12,9 +12,11 @@ Taxonomy (what the user wants, and for product searches how precisely they know 
 | `service`                    | `where is my order`              | no product search: a message instead   |
 
 Prediction runs in two layers, rules first: the rule layer catches what patterns do well and with high
-precision (part and model numbers, "vs"/"compare", order/cart/refund phrases, question openers); the
-model (softmax-regression heads over the L2-normalised query embedding the dense leg has already
-computed, plus a few surface features) decides the rest. A prediction costs well under a millisecond.
+precision (part and model numbers, "vs"/"compare", order/cart/refund phrases); the model
+(softmax-regression heads over the L2-normalised query embedding the dense leg has already computed,
+plus a few surface features) decides the rest. Question openers ("how to", "what size") mark product
+information unless the model is confident the query is a service or other non-product request
+("what is my balance"). A prediction costs well under a millisecond.
 
 Besides the label, the model has an optional `leg` head trained on judgments (which retrieval leg wins
 on a query: `lexical`, `dense` or `either`); the policy may refine a label's fusion row by it (see
@@ -57,7 +59,7 @@ LABELS: tuple[str, ...] = tuple(f"{PRODUCT_LOOKUP}.{s}" for s in SPECIFICITIES) 
 
 MODEL_FORMAT = "shopfusion-intent-model"
 MODEL_VERSION = 1
-DEFAULT_SERVICE_THRESHOLD = 0.8
+DEFAULT_SERVICE_THRESHOLD = 0.9
 """The model must be this sure before a query is answered with a message instead of products."""
 
 
@@ -319,16 +321,19 @@ class IntentModel:
             return np.concatenate([emb, surface])
 
         ruled = self.rules.intent(query)
-        if ruled is not None:
+        if ruled in (SERVICE, COMPARISON):
             intent, probability, source = ruled, 1.0, "rule"
         else:
             p = self.heads["intent"].proba(features(self.heads["intent"]))
-            order = np.argsort(-p)
-            intent, probability, source = self.heads["intent"].labels[order[0]], float(p[order[0]]), "model"
+            order = [int(i) for i in np.argsort(-p)]
+            labels = self.heads["intent"].labels
+            intent, probability, source = labels[order[0]], float(p[order[0]]), "model"
             if intent == SERVICE and probability < self.service_threshold:
                 # not sure enough to withhold products: take the best product-side intent
-                intent = self.heads["intent"].labels[order[1]]
-                probability = float(p[order[1]])
+                intent, probability = next((labels[i], float(p[i])) for i in order if labels[i] != SERVICE)
+            if ruled is not None and intent != SERVICE:
+                # a question opener makes a product query an information request, not a service one
+                intent, probability, source = ruled, 1.0, "rule"
         specificity = None
         if intent == PRODUCT_LOOKUP:
             specificity = "specific" if part_numbers(query) or self.rules.brand(query) else None

@@ -52,10 +52,14 @@ class IntentTrainingArguments:
     clinc_per_intent: int = 40
     clinc_heldout_per_intent: int = 10
     seed_per_template: int = 25
-    l2: float = 1e-3
-    steps: int = 300
+    l2: float = 1e-4
+    steps: int = 800
     lr: float = 0.1
-    service_threshold: float = 0.8
+    service_threshold: float = 0.9
+    folds: int = 5
+    """Blocks for the out-of-fold `leg` predictions the policy is learned on."""
+    intent_features: tuple[str, ...] = ("embedding", "surface")
+    """What the intent head sees: the query embedding, and `surface` features (length, digits, part numbers)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -71,6 +75,9 @@ class IntentTrainingOutput:
     model: IntentModel
     metrics: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
+    oof_legs: dict[int, str] = field(default_factory=dict)
+    """Out-of-fold `leg` predictions for the judged training queries (row -> leg): what the policy must
+    be learned on, since the `leg` head has seen those queries' labels."""
 
 
 def train_intent_model(args: IntentTrainingArguments, encode: Encode, *, encoder_id: str,
@@ -111,7 +118,10 @@ def train_intent_model(args: IntentTrainingArguments, encode: Encode, *, encoder
     # phase 3: heads
     heads: dict[str, SoftmaxHead] = {}
     fit = dict(l2=args.l2, steps=args.steps, lr=args.lr, seed=args.seed)
-    heads["intent"] = SoftmaxHead.fit(train_x, [e.intent for e in train_examples], INTENTS, **fit)  # type: ignore[arg-type]
+    train_texts = [e.text for e in train_examples]
+    heads["intent"] = SoftmaxHead.fit(head_features(rules, train_texts, train_x, args.intent_features),
+                                      [e.intent for e in train_examples], INTENTS, features=args.intent_features,
+                                      **fit)  # type: ignore[arg-type]
     lookup = [i for i, e in enumerate(train_examples) if e.intent == PRODUCT_LOOKUP]
     heads["specificity"] = SoftmaxHead.fit(train_x[lookup], [train_examples[i].specificity or "broad" for i in lookup],
                                            SPECIFICITIES, **fit)  # type: ignore[arg-type]
@@ -119,7 +129,12 @@ def train_intent_model(args: IntentTrainingArguments, encode: Encode, *, encoder
         rows = sorted(leg_labels)
         features = ("embedding", "surface")
         x = head_features(rules, [product_queries[r] for r in rows], product_vectors[rows], features)
-        heads["leg"] = SoftmaxHead.fit(x, [leg_labels[r] for r in rows], LEGS, features=features, **fit)  # type: ignore[arg-type]
+        y = [leg_labels[r] for r in rows]
+        heads["leg"] = SoftmaxHead.fit(x, y, LEGS, features=features, **fit)  # type: ignore[arg-type]
+        oof_legs = cross_fitted(x, y, LEGS, features, args.folds, fit)
+        oof = dict(zip(rows, oof_legs, strict=True))
+    else:
+        oof = {}
     model = IntentModel(heads=heads, dim=int(train_x.shape[1]), encoder=encoder_id, rules=rules,
                         service_threshold=args.service_threshold,
                         metadata={"name": "shopfusion intent model", "arguments": _args_dict(args)})
@@ -130,13 +145,15 @@ def train_intent_model(args: IntentTrainingArguments, encode: Encode, *, encoder
         assert heldout_vectors is not None
         held = product_examples(heldout_queries, rules, "heldout queries")
         metrics["heldout_product_queries"] = evaluate_intents(model, held, heldout_vectors, heldout_legs)
+    metrics["service_threshold_sweep"] = service_threshold_sweep(model, other_test, test_x, heldout_queries,
+                                                                 heldout_vectors)
     counts = {"train": label_counts(e.intent for e in train_examples),
               "train_specificity": label_counts(train_examples[i].specificity or "broad" for i in lookup),
               "train_leg": label_counts((leg_labels or {}).values()),
               "heldout": label_counts(e.intent for e in other_test), "brands": len(rules.brands),
               "sources": label_counts(e.source.split(":")[0] for e in train_examples)}
     model.metadata.update({"metrics": metrics, "counts": counts})
-    return IntentTrainingOutput(model, metrics, counts)
+    return IntentTrainingOutput(model, metrics, counts, oof)
 
 
 def evaluate_intents(model: IntentModel, examples: Sequence[LabeledQuery], vectors: np.ndarray,
@@ -161,6 +178,48 @@ def evaluate_intents(model: IntentModel, examples: Sequence[LabeledQuery], vecto
     if legs:
         rows = sorted(legs)
         out["leg"] = accuracy_report([legs[r] for r in rows], [predictions[r].leg or "either" for r in rows], LEGS)
+    return out
+
+
+def cross_fitted(x: np.ndarray, y: Sequence[str], labels: Sequence[str], features: Sequence[str], folds: int,
+                 fit: Mapping[str, Any]) -> list[str]:
+    """Predictions for each row from a head fit without its block (contiguous blocks: near-duplicate
+    neighbouring queries stay on one side)."""
+    n = len(y)
+    if folds < 2 or n < 2 * folds:
+        head = SoftmaxHead.fit(x, y, labels, features=features, **fit)
+        return [head.labels[int(i)] for i in head.proba(x).argmax(axis=1)]
+    block = np.arange(n) * folds // n
+    out = [""] * n
+    for f in range(folds):
+        inside = np.flatnonzero(block != f)
+        outside = np.flatnonzero(block == f)
+        head = SoftmaxHead.fit(x[inside], [y[int(i)] for i in inside], labels, features=features, **fit)
+        for i, p in zip(outside, head.proba(x[outside]).argmax(axis=1), strict=True):
+            out[i] = head.labels[int(p)]
+    return out
+
+
+def service_threshold_sweep(model: IntentModel, examples: Sequence[LabeledQuery], vectors: np.ndarray,
+                            product_queries: Sequence[str] = (), product_vectors: np.ndarray | None = None,
+                            thresholds: Sequence[float] = (0.5, 0.65, 0.8, 0.9)) -> dict[str, Any]:
+    """How the service threshold trades held-out intent accuracy and service recall against real product
+    queries withheld as service (each of which loses its results)."""
+    keep = model.service_threshold
+    out = {}
+    try:
+        for threshold in thresholds:
+            model.service_threshold = threshold
+            report = evaluate_intents(model, examples, vectors)["intent"]
+            entry = {"accuracy": round(report["accuracy"], 4),
+                     "service_recall": report["labels"].get("service", {}).get("recall")}
+            if len(product_queries) and product_vectors is not None:
+                withheld = sum(model.predict(q, v).intent == "service"
+                               for q, v in zip(product_queries, product_vectors, strict=True))
+                entry["product_queries_withheld"] = int(withheld)
+            out[str(threshold)] = entry
+    finally:
+        model.service_threshold = keep
     return out
 
 

@@ -40,13 +40,15 @@ def _default_data_dir() -> Path:
               help="queries a policy key needs for a row of its own (else it backs off to its parent).")
 @click.option("--min-gain", type=float, default=0.002, show_default=True,
               help="nDCG@10 gain over the inherited row a key needs for a row of its own.")
+@click.option("--folds", type=int, default=5, show_default=True,
+              help="cross-validation blocks for the gain test (1: in-sample).")
 @click.option("--depth", type=int, default=200, show_default=True, help="candidates per leg.")
 @click.option("--cache", "cache_path", type=click.Path(dir_okay=False), default=None,
               help="keep the legs of every query here (reused when present).")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output.")
 def policy(index_dir: str, queries_path: str, qrels_path: str, out_dir: str, config: str | None,
            data_dir: str | None, intent_model_path: str | None, mode: str, min_queries: int, min_gain: float,
-           depth: int, cache_path: str | None, as_json: bool) -> None:
+           folds: int, depth: int, cache_path: str | None, as_json: bool) -> None:
     """Learn per-intent fusion (method, alpha, normalisation) on validation judgments."""
     from ranker.intent import IntentModel
     from ranker.intent_data import brands_from_products
@@ -68,6 +70,7 @@ def policy(index_dir: str, queries_path: str, qrels_path: str, out_dir: str, con
                 cache.save(cache_path)
         ids = cache.ids
         report: dict[str, Any] = {"queries": len(ids), "index": str(index_dir)}
+        oof: dict[str, str] = {}
         if intent_model_path:
             model = IntentModel.load(intent_model_path)
         else:
@@ -80,9 +83,10 @@ def policy(index_dir: str, queries_path: str, qrels_path: str, out_dir: str, con
                 product_vectors=cache.vectors, leg_labels={i: legs[q] for i, q in enumerate(ids) if q in legs},
                 brands=brands)
             model = output.model
+            oof = {ids[i]: leg for i, leg in output.oof_legs.items()}
             report["intent_model"] = {"heldout": output.metrics, "counts": output.counts}
         learned = learn_policy(cache, qrels, model, mode=mode, min_queries=min_queries, min_gain=min_gain,
-                               depth=depth, progress=not as_json)
+                               folds=folds, depth=depth, legs=oof, progress=not as_json)
         learned.training.update({"queries_file": str(queries_path), "qrels_file": str(qrels_path)})
         out = Path(out_dir)
         model.save(out)

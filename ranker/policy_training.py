@@ -12,8 +12,8 @@
    tie-breaks) for many configurations at once;
 4. `learn_rows`: per policy key, coarse to fine (`intent`, `label`, `label|leg`), the grid point with the
    best mean nDCG@10 over the key's queries; a key gets its own row only with at least `min_queries`
-   queries and a gain of at least `min_gain` over the row it would otherwise inherit (backoff to its
-   parent, finally to the global best);
+   queries and a cross-validated gain of at least `min_gain` over the row it would otherwise inherit
+   (backoff to its parent, finally to the global best);
 5. write `policy.json` and the intent model into the output directory.
 
 >>> scores = np.array([[0.2, 0.8, 0.5], [0.6, 0.3, 0.9]])  # 2 grid points x 3 queries
@@ -249,12 +249,16 @@ def grid_scores(cache: LegCache, qrels: Mapping[str, Mapping[str, float]], grid:
 
 # -- phase 4: rows ----------------------------------------------------------------------------------
 def learn_rows(scores: np.ndarray, keys: Sequence[Sequence[str]], *, min_queries: int = 50,
-               min_gain: float = 0.002) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
+               min_gain: float = 0.002, folds: int = 5) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
     """Grid-point index per policy key, with statistics for every key seen.
 
     `scores`: grid points x queries; `keys[j]`: query j's policy keys, most specific first. Returns
     `rows` (key -> grid index; key `""` is the global best) and `stats` (key -> queries, the chosen and
-    the inherited mean nDCG@10, and whether the key got a row)."""
+    the inherited mean nDCG@10, the cross-validated gain, and whether the key got a row).
+
+    A key's gain is cross-validated over `folds` contiguous blocks of its queries (the point picked on
+    the other blocks, scored on this one), so a row is only kept when its choice generalises; with
+    fewer queries than folds, or `folds < 2`, the in-sample gain is used."""
     if scores.shape[1] != len(keys) or not len(keys):
         raise TrainingError(f"{scores.shape[1]} score columns for {len(keys)} queries: need one per query, at least one")
     global_best = int(np.argmax(scores.mean(axis=1)))
@@ -274,13 +278,28 @@ def learn_rows(scores: np.ndarray, keys: Sequence[Sequence[str]], *, min_queries
             sub = scores[:, members]
             means = sub.mean(axis=1)
             best = int(np.argmax(means))
-            gain = float(means[best] - means[inherited])
+            gain = _cross_validated_gain(sub, inherited, folds)
             chosen = len(members) >= min_queries and gain >= min_gain
             if chosen:
                 rows[key] = best
             stats[key] = {"queries": len(members), "best": best, f"best_{METRIC}": float(means[best]),
-                          f"inherited_{METRIC}": float(means[inherited]), "inherited": inherited, "row": chosen}
+                          f"inherited_{METRIC}": float(means[inherited]), "inherited": inherited,
+                          "cv_gain": gain, "row": chosen}
     return rows, stats
+
+
+def _cross_validated_gain(sub: np.ndarray, inherited: int, folds: int) -> float:
+    """Mean gain over the inherited point of the point chosen without each query's block."""
+    n = sub.shape[1]
+    if folds < 2 or n < folds:
+        return float(sub.mean(axis=1).max() - sub[inherited].mean())
+    block = np.arange(n) * folds // n
+    gains = np.empty(n)
+    for f in range(folds):
+        inside = block != f
+        pick = int(np.argmax(sub[:, inside].mean(axis=1)))
+        gains[~inside] = sub[pick, ~inside] - sub[inherited, ~inside]
+    return float(gains.mean())
 
 
 def resolve(rows: Mapping[str, int], query_keys: Sequence[str]) -> int:
@@ -319,18 +338,29 @@ def leg_winners(cache: LegCache, qrels: Mapping[str, Mapping[str, float]], ids: 
                       margin=margin)
 
 
-def policy_keys(model: Any, cache: LegCache, ids: Sequence[str]) -> list[tuple[str, ...]]:
-    """Each query's policy keys as the model predicts them from the cached vector (as at query time)."""
-    return [model.predict(cache.queries[q], cache.vector(q)).keys for q in ids]
+def policy_keys(model: Any, cache: LegCache, ids: Sequence[str],
+                legs: Mapping[str, str] | None = None) -> list[tuple[str, ...]]:
+    """Each query's policy keys as the model predicts them from the cached vector (as at query time);
+    `legs` replaces the `leg` prediction (out-of-fold predictions for queries the leg head trained on)."""
+    from dataclasses import replace
+
+    out = []
+    for q in ids:
+        prediction = model.predict(cache.queries[q], cache.vector(q))
+        if legs and q in legs and prediction.leg is not None:
+            prediction = replace(prediction, leg=legs[q])
+        out.append(prediction.keys)
+    return out
 
 
 def learn_policy(cache: LegCache, qrels: Mapping[str, Mapping[str, float]], model: Any, *,
                  grid: Sequence[FusionConfig] | None = None, mode: str = "corpus", ids: Sequence[str] | None = None,
-                 min_queries: int = 50, min_gain: float = 0.002, depth: int = 200,
-                 progress: bool = False) -> Any:
+                 min_queries: int = 50, min_gain: float = 0.002, folds: int = 5, depth: int = 200,
+                 legs: Mapping[str, str] | None = None, progress: bool = False) -> Any:
     """A `PolicyFile` whose rows maximise mean nDCG@10 per policy key on the given queries.
 
-    `mode`: `corpus`, `pool`, or `both` (the mean of the two per query)."""
+    `mode`: `corpus`, `pool`, or `both` (the mean of the two per query). `legs`: out-of-fold `leg`
+    predictions for the queries the intent model was trained on (`IntentTrainingOutput.oof_legs`)."""
     from ranker.intent_policy import PolicyFile
     from ranker.policy import PolicyRow
 
@@ -347,8 +377,8 @@ def learn_policy(cache: LegCache, qrels: Mapping[str, Mapping[str, float]], mode
         scores, kept = grid_scores(cache, qrels, grid, mode=mode, ids=ids, progress=progress)
     else:
         raise TrainingError(f"unknown mode {mode!r}: use corpus, pool or both")
-    keys = policy_keys(model, cache, kept)
-    rows, stats = learn_rows(scores, keys, min_queries=min_queries, min_gain=min_gain)
+    keys = policy_keys(model, cache, kept, legs)
+    rows, stats = learn_rows(scores, keys, min_queries=min_queries, min_gain=min_gain, folds=folds)
     assignment = [resolve(rows, k) for k in keys]
     default = PolicyRow(grid[rows[""]], depth=depth)
     policy_rows = {key: PolicyRow(grid[i], depth=depth) for key, i in rows.items() if key}
@@ -358,10 +388,11 @@ def learn_policy(cache: LegCache, qrels: Mapping[str, Mapping[str, float]], mode
     considered = {key or "(all)": {"queries": s["queries"], "best": config_name(grid[s.get("best", rows[""])]),
                                    f"best_{METRIC}": round(s.get(f"best_{METRIC}", s.get(METRIC, 0.0)), 5),
                                    f"inherited_{METRIC}": round(s.get(f"inherited_{METRIC}", s.get(METRIC, 0.0)), 5),
+                                   "cv_gain": round(s.get("cv_gain", 0.0), 5),
                                    "row": bool(s.get("row", key == ""))}
                   for key, s in sorted(stats.items())}
     training = {"mode": mode, "queries": len(kept), "grid": [config_name(c) for c in grid],
-                "min_queries": min_queries, "min_gain": min_gain, "depth": depth,
+                "min_queries": min_queries, "min_gain": min_gain, "folds": folds, "depth": depth,
                 "legs": cache.info, "keys": considered}
     metrics = {f"train_{METRIC}_static_best": round(float(scores[rows['']].mean()), 5),
                f"train_{METRIC}_policy": round(float(evaluate_assignment(scores, assignment).mean()), 5),

@@ -247,3 +247,15 @@ def test_default_policy_on_hash_index_falls_back(trained: tuple[Path, Path], cap
         assert service.hits == () and service.message
     finally:
         searcher.close()
+
+
+def test_learn_rows_cross_validation_rejects_unstable_gains() -> None:
+    # point 1 wins the key's first block of queries by far and loses its second block: a gain in sample only
+    scores = np.array([[0.5, 0.5, 0.5, 0.5], [0.9, 0.9, 0.2, 0.2]])
+    keys = [("b",)] * 4
+    rows, stats = learn_rows(np.hstack([scores, [[0.6], [0.0]]]), keys + [("c",)], min_queries=1, min_gain=0.01,
+                             folds=1)
+    assert rows["b"] == 1  # in sample: 0.55 against 0.5
+    rows, stats = learn_rows(np.hstack([scores, [[0.6], [0.0]]]), keys + [("c",)], min_queries=1, min_gain=0.01,
+                             folds=2)
+    assert "b" not in rows and stats["b"]["cv_gain"] == pytest.approx(-0.15)
