@@ -277,12 +277,18 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("SHOPFUSION_BENCH_THREADS", "1")))
-    data = json.loads(OUT_JSON.read_text(encoding="utf-8")) if OUT_JSON.is_file() else {}
     if not args.report_only:
         for experiment in args.experiment or ["homedepot", "bigbasket"]:
-            data[experiment] = homedepot(args) if experiment == "homedepot" else bigbasket(args)
+            block = homedepot(args) if experiment == "homedepot" else bigbasket(args)
             RESULTS.mkdir(parents=True, exist_ok=True)
-            OUT_JSON.write_text(json.dumps(data, indent=2), encoding="utf-8")
+            part = RESULTS / f"transfer_retrieval_{experiment}.json"
+            part.write_text(json.dumps(block, indent=2), encoding="utf-8")
+    data = {}
+    for experiment in ("homedepot", "bigbasket"):  # one file per experiment, merged for the report
+        part = RESULTS / f"transfer_retrieval_{experiment}.json"
+        if part.is_file():
+            data[experiment] = json.loads(part.read_text(encoding="utf-8"))
+    OUT_JSON.write_text(json.dumps(data, indent=2), encoding="utf-8")
     print(report(data))
     print(f"plot: {plot(data)}")
 

@@ -148,13 +148,13 @@ def run_transfer(
 
 
 def merge_results(name: str, rows: list[dict], config: dict) -> dict:
-    """Add rows to results/transfer_<name>.json, replacing earlier rows of the same (domain, method)."""
+    """Add rows to results/transfer_<name>.json, replacing earlier rows of the same (domain, method, k)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"transfer_{name}.json"
     data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"rows": [], "config": {}}
-    done = {(r["domain"], r["method"]) for r in rows}
-    data["rows"] = [r for r in data["rows"] if (r["domain"], r["method"]) not in done] + rows
-    data["config"].update({f"{d}/{m}": config for d, m in done})
+    done = {(r["domain"], r["method"], r["k"]) for r in rows}
+    data["rows"] = [r for r in data["rows"] if (r["domain"], r["method"], r["k"]) not in done] + rows
+    data["config"].update({f"{d}/{m}/k={k}": config for d, m, k in done})
     path.write_text(json.dumps(data, indent=2), encoding="utf-8")
     return data
 
