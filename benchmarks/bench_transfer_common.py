@@ -69,6 +69,7 @@ def run_transfer(
     encoder_lr: float = 1e-4,
     unlabeled_size: int = 300,
     on_progress: Callable[[list[dict]], object] | None = None,
+    min_per_label: int | None = None,
 ) -> list[dict]:
     """Run every (held-out domain, k, method) and return result rows; `on_progress(rows)` after each k
     (the benchmarks save partial results there, so an interrupted run keeps what it measured)."""
@@ -86,7 +87,9 @@ def run_transfer(
     rows: list[dict] = []
     for domain in held_out:
         target = groups[domain]
-        need = max(k or 1 for k in ks) + (0 if test_sets is not None else test_per_label)
+        # labels kept: enough examples for the largest k plus the test set (10 + test by default, so that
+        # a run of `--k all` alone keeps the same labels and test set as the full k = 1, 5, 10, all run)
+        need = min_per_label or (max([10, *(k or 1 for k in ks)]) + (0 if test_sets is not None else test_per_label))
         target = drop_rare_labels(target, need)
         test = None
         if test_sets is not None:
