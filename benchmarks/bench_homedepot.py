@@ -127,7 +127,7 @@ def quality(index_dir: str, depth: int, limit: int | None, out: str) -> None:
     default = {}
     for mode in ("corpus", "pool"):
         default[mode] = client.evaluate({q: queries[q] for q in judged}, qrels, mode=mode,
-                                        runs=("hybrid", "lexical", "dense"))["runs"]
+                                        runs=("hybrid",))["runs"]
         _table(f"default settings, {mode} mode", default[mode])
     report["default"] = default
     report["default_settings"] = _settings(policy="default").to_dict()["search"]

@@ -137,6 +137,9 @@ class HybridSearcher:
         order = {pid: i for i, pid in enumerate(unique)}
         vector = self.encoder.encode_query(query)
         decision = self._decide(query, vector, options)
+        if not decision.row.search:  # a service question: say so instead of ranking products
+            return Results(query, (), {**decision.row.fusion.to_dict(), "mode": "rerank",
+                                       "candidates": len(unique)}, decision.intent, decision.row.message)
         known = self.store.get_many(list(unique))
         extra = {pid: c.product for pid, c in unique.items() if pid not in known and c.product is not None}
 

@@ -18,7 +18,8 @@ def make_executor(settings: Settings, index_dir: Path) -> Executor:
         from workers.celery_executor import CeleryExecutor
 
         shard_dir = Path(settings.celery.shard_dir) if settings.celery.shard_dir else index_dir / "shards"
-        return CeleryExecutor(settings.celery, shard_dir)
+        return CeleryExecutor(settings.celery, shard_dir, device=settings.index.device,
+                              encode_batch_size=settings.index.batch_size)
     return LocalExecutor(device=settings.index.device, encode_batch_size=settings.index.batch_size)
 
 

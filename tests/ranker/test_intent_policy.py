@@ -203,6 +203,8 @@ def test_search_and_rerank_with_trained_policy(trained: tuple[Path, Path]) -> No
         assert service.message and service.intent is not None and service.intent.label == SERVICE
         reranked = searcher.rerank("cordless drill", [])
         assert reranked.intent is not None
+        withheld = searcher.rerank("where is my order", [Candidate("p01")])
+        assert withheld.hits == () and withheld.message
         reranked = searcher.rerank("makita drill", [Candidate("p02"), Candidate("p01")], explain=True)
         assert [h.product_id for h in reranked.hits] in (["p01", "p02"], ["p02", "p01"])
         assert reranked.intent is not None and reranked.intent.label == "product_lookup.specific"
