@@ -15,5 +15,7 @@ trap 'bash scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
 
 echo "== ruff" >&2
 ruff check shopfusion indexer ranker workers trainer tests benchmarks
+echo "== mypy" >&2
+mypy shopfusion indexer ranker workers trainer
 echo "== pytest" >&2
 python -m pytest "$@"

@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 
 from shopfusion.errors import QueryError
-from shopfusion.evaluation import evaluate, evaluate_per_query, gains, load_qrels, load_queries, write_trec_run
+from shopfusion.evaluation import (
+    evaluate,
+    evaluate_per_query,
+    gains,
+    load_qrels,
+    load_queries,
+    write_trec_run,
+)
 
 
 def test_perfect_and_reversed_rankings() -> None:
