@@ -117,7 +117,7 @@ class SentenceTransformerEncoder:
         import torch
 
         model = self.model
-        features = model.tokenize([text])
+        features = (getattr(model, "preprocess", None) or model.tokenize)([text])
         device = model.device
         features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
         threads = torch.get_num_threads()
