@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,11 +121,20 @@ class EmbeddingJournal:
         self.path = Path(path)
         self.model_id = model_id
         marker = self.path / "model.json"
-        if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("model_id") != model_id:
+        if marker.is_file() and self._marked_model(marker) != model_id:
             self.clear()
         self.path.mkdir(parents=True, exist_ok=True)
         if not marker.is_file():
-            marker.write_text(json.dumps({"model_id": model_id}), encoding="utf-8")
+            tmp = marker.with_name("model.json.tmp")
+            tmp.write_text(json.dumps({"model_id": model_id}), encoding="utf-8")
+            os.replace(tmp, marker)  # a run killed here leaves no half-written marker
+
+    @staticmethod
+    def _marked_model(marker: Path) -> str | None:
+        try:
+            return json.loads(marker.read_text(encoding="utf-8")).get("model_id")
+        except (json.JSONDecodeError, OSError, AttributeError):
+            return None  # unreadable: treat as another model, the journal is rebuilt
 
     def clear(self) -> None:
         for file in self.path.glob("*"):
@@ -137,13 +147,13 @@ class EmbeddingJournal:
                 with np.load(file) as data:
                     for key, vector in zip(data["keys"].tolist(), data["vectors"], strict=True):
                         vectors[str(key)] = vector
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
                 file.unlink(missing_ok=True)  # unreadable leftovers are simply embedded again
         return vectors
 
     def append(self, batch_id: str, keys: Sequence[str], vectors: np.ndarray) -> None:
         target = self.path / f"batch-{batch_id}.npz"
-        tmp = self.path / f"batch-{batch_id}.tmp.npz"
+        tmp = self.path / f".batch-{batch_id}.tmp"  # never matched by load()'s glob
         with tmp.open("wb") as handle:
             np.savez(handle, keys=np.array(list(keys)), vectors=vectors.astype(np.float32))
             handle.flush()
