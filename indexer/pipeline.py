@@ -26,7 +26,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -42,7 +42,7 @@ from indexer.validation import validate
 from shopfusion.config import Settings
 from shopfusion.encoders import load_encoder
 from shopfusion.errors import IndexStateError, ShopfusionError, TooManyRejectsError
-from shopfusion.types import Product, Reject
+from shopfusion.types import Reject
 from workers.executor import EmbedBatch, Executor
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,7 @@ class _IndexRun:
         self.status: dict[str, str] = {}
         self.vectors: dict[str, np.ndarray] = {}
         self.failed: dict[str, str] = {}
+        self.failed_texts: dict[str, str] = {}
 
     def execute(self) -> IndexSummary:
         started = time.perf_counter()
@@ -277,7 +278,7 @@ class _IndexRun:
                 bar.update(len(result.keys))
         if self.executor is None:
             executor.close()
-        self._failed_texts = failed_keys
+        self.failed_texts = failed_keys
 
     # -- phase 4: build ------------------------------------------------------------------------------
     def build(self, incoming: ProductStore, old_store: ProductStore | None) -> None:
@@ -337,7 +338,7 @@ class _IndexRun:
                     rejects: IO[str]) -> None:
         """The new version's products: the old ones (unless replacing) overlaid with the incoming ones.
         A product whose text could not be embedded keeps its old version, or is rejected when new."""
-        failed_texts = getattr(self, "_failed_texts", {})
+        failed_texts = self.failed_texts
         if old_store is not None and not self.replace:
             old_store.checkpoint()
             for chunk in _chunks(old_store.iter_stored(), STAGE_CHUNK):
@@ -423,6 +424,3 @@ def _default_executor(settings: Settings, directory: IndexDirectory) -> Executor
 
     return make_executor(settings, directory.path)
 
-
-def products_of(items: Sequence[StoredProduct]) -> list[Product]:
-    return [s.product for s in items]
