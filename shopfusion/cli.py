@@ -231,6 +231,8 @@ def format_results(results: Any, explain: bool) -> str:
         lines.append(f"  policy: {json.dumps(results.intent.policy, default=str)}")
     if results.message:
         lines.append(f"  {results.message}")
+    for warning in getattr(results, "warnings", ()):
+        lines.append(f"  warning: {warning}")
     for hit in results.hits:
         title = hit.product.title if hit.product else "(not in the index)"
         brand = f" [{hit.product.brand}]" if hit.product and hit.product.brand else ""

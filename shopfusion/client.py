@@ -73,6 +73,7 @@ class Client:
         """Hybrid search; `fusion`, `alpha`, ... override the policy's choice for this call."""
         from ranker.searcher import SearchOptions
 
+        self._check(query, k=k, depth=depth)
         options = SearchOptions(fusion, alpha, normalization, rrf_k, depth)
         return self.searcher.search(query, k=k, filters=filters, options=options, mode=mode, explain=explain)
 
@@ -82,6 +83,7 @@ class Client:
         """Re-order another engine's results for `query`; see `HybridSearcher.rerank`."""
         from ranker.searcher import SearchOptions
 
+        self._check(query, candidates=len(candidates))
         parsed = [candidate_from(c) for c in candidates]
         options = SearchOptions(fusion, alpha, normalization, rrf_k)
         return self.searcher.rerank(query, parsed, options=options, explain=explain, engine_weight=engine_weight)
@@ -135,10 +137,38 @@ class Client:
             run[qid] = {hit.product_id: float(len(results.hits) - hit.rank + 1) for hit in results.hits}
         return run
 
+    def _check(self, query: str, *, k: int | None = None, depth: int | None = None,
+               candidates: int | None = None) -> None:
+        """Enforce `[limits]` before any work is done (the CLI and the HTTP service go through here)."""
+        check_limits(self.settings, query, k=k, depth=depth, candidates=candidates)
+
     def verify(self) -> VerifyReport:
         from indexer.verify import verify_index
 
         return verify_index(self.index_dir, self.settings)
+
+
+def check_limits(settings: Settings, query: str, *, k: int | None = None, depth: int | None = None,
+                 candidates: int | None = None) -> None:
+    """Refuse a request that exceeds `settings.limits`, naming the bound and the setting that raises it."""
+    from shopfusion.errors import QueryError
+
+    limits = settings.limits
+    if not isinstance(query, str):
+        raise QueryError(f"the query must be a string, got {type(query).__name__}")
+    if len(query) > limits.max_query_chars:
+        raise QueryError(f"the query has {len(query)} characters, more than limits.max_query_chars ="
+                         f" {limits.max_query_chars}: shorten it (or raise SHOPFUSION_LIMITS_MAX_QUERY_CHARS)")
+    checks = (("k", k, limits.max_k, "MAX_K"), ("depth", depth, limits.max_depth, "MAX_DEPTH"),
+              ("candidates", candidates, limits.max_candidates, "MAX_CANDIDATES"))
+    for name, value, bound, env in checks:
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise QueryError(f"{name} must be an integer, got {value!r}")
+        if value > bound:
+            raise QueryError(f"{name} = {value} is more than limits.{env.lower()} = {bound}: ask for fewer"
+                             f" (or raise SHOPFUSION_LIMITS_{env})")
 
 
 def candidate_from(value: Candidate | str | Mapping[str, Any]) -> Candidate:

@@ -106,6 +106,21 @@ class CelerySettings:
     __repr__ = lambda self: _redacted_repr(self)  # noqa: E731
 
 
+@dataclass(frozen=True)
+class LimitsSettings:
+    """Bounds on what one request may ask for. The Python client enforces them, so the CLI and the HTTP
+    service do too; a request over a bound is a `QueryError` that names the bound and its setting."""
+
+    max_query_chars: int = 1_000
+    """Longer queries are refused (a 100 KB query would cost seconds of CPU in both legs)."""
+    max_k: int = 1_000
+    """Most results one call returns (`k`)."""
+    max_depth: int = 10_000
+    """Most candidates one retrieval leg may fetch (`depth`)."""
+    max_candidates: int = 10_000
+    """Most candidates one re-rank call may send."""
+
+
 SECRET_KEYS = {"password", "api_key"}
 
 
@@ -125,6 +140,7 @@ class Settings:
     search: SearchSettings = field(default_factory=SearchSettings)
     elasticsearch: ElasticsearchSettings = field(default_factory=ElasticsearchSettings)
     celery: CelerySettings = field(default_factory=CelerySettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Settings as plain data, credentials left out."""

@@ -210,11 +210,19 @@ class Intent:
 
 @dataclass(frozen=True)
 class Results:
+    """What a search or re-rank returns.
+
+    `message` is for the shopper (for example: this looks like a customer-service question; products are
+    shown anyway); `warnings` are for the operator: something did not run as configured (a model that
+    does not fit the index's encoder, a retrieval leg that is down) and what was used instead. Both are
+    in `to_dict()` and shown by the CLI, so nothing changes silently."""
+
     query: str
     hits: tuple[Hit, ...]
     fusion: Mapping[str, Any]
     intent: Intent | None = None
     message: str | None = None
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -222,6 +230,7 @@ class Results:
             "intent": asdict(self.intent) if self.intent else None,
             "fusion": dict(self.fusion),
             "message": self.message,
+            "warnings": list(self.warnings),
             "hits": [hit.to_dict() for hit in self.hits],
         }
 
