@@ -229,12 +229,20 @@ def check_safetensors(path: Path) -> None:
 
 
 def _fingerprint(path: Path) -> str:
-    """A cheap identity of a model directory: names, sizes and the head of each weights file."""
+    """The identity of a model directory: a hash of the full bytes of its weights, config and tokenizer
+    files. (Hashing only the head of each file would give a fine-tuned model whose lower layers were
+    frozen the same identity as its base.) Caches and cards beside the weights (`onnx/`, `checkpoints/`,
+    `shopfusion_card.json`) are not part of it."""
+    from shopfusion.artifacts import CARD_FILE
+
     digest = hashlib.sha256()
     for file in sorted(path.rglob("*")):
-        if file.is_file() and file.suffix in {".safetensors", ".json", ".txt"}:
-            digest.update(str(file.relative_to(path)).encode())
-            digest.update(str(file.stat().st_size).encode())
-            with file.open("rb") as handle:
-                digest.update(handle.read(1 << 16))
+        relative = file.relative_to(path)
+        if (not file.is_file() or file.suffix not in {".safetensors", ".json", ".txt"} or file.name == CARD_FILE
+                or relative.parts[0] in {"onnx", "checkpoints"}):
+            continue
+        digest.update(str(relative).encode() + b"\0")
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()[:12]
