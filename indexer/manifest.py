@@ -2,7 +2,7 @@
 
 Layout of an index directory::
 
-    manifest.json        the current version and what it holds (model, catalog hash, counts)
+    manifest.json        the current version and what it holds (model, encoder backend, catalog hash, counts)
     versions/v000003/    one complete, immutable version: products.sqlite, lexical/, vectors/
     staging/             the run in progress: its embedding journal and the version being built
     .lock                held by the one indexing run allowed at a time
@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shopfusion.backends import BackendRecord
 from shopfusion.errors import IndexNotFoundError, IndexStateError
 
 MANIFEST = "manifest.json"
@@ -47,6 +48,16 @@ class Manifest:
     catalogs: list[dict[str, Any]] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     format: int = FORMAT_VERSION
+    backend: str = "torch"
+    """The encoder backend that built the vectors (`torch`, `onnx`, `onnx-int8`; `hash` for tests)."""
+    backend_id: str = "torch"
+    """The backend with the checksum of its exported graph (`onnx-int8@<sha256[:12]>`)."""
+    backend_agreement: dict[str, float] = field(default_factory=dict)
+    """The backend's measured drift from torch fp32 on the probe texts (`shopfusion.backends`)."""
+
+    @property
+    def backend_record(self) -> BackendRecord:
+        return BackendRecord(self.backend, self.backend_id, dict(self.backend_agreement))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

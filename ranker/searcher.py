@@ -62,7 +62,7 @@ class HybridSearcher:
             create=False, engine=lexical_info["engine"], analyzer=lexical_info.get("analyzer"))
         self.vectors = FaissVectorIndex(version_dir / "vectors", ef_search=self.settings.index.hnsw_ef_search,
                                         nprobe=self.settings.index.ivf_nprobe)
-        self.encoder: Encoder = load_encoder(self.manifest.model, self.settings.index.device)
+        self.encoder: Encoder = query_encoder(self.manifest, self.settings)
         self.policy = policy or load_policy(self.settings.search)
 
     def close(self) -> None:
@@ -175,6 +175,19 @@ class HybridSearcher:
                 return pool.score(query, list(known) + list(extra))
             finally:
                 pool.close()
+
+
+def query_encoder(manifest: Manifest, settings: Settings) -> Encoder:
+    """The query encoder for an index: its own backend under `auto`, another one only within the measured
+    tolerance (`shopfusion.backends.check_mix` raises otherwise)."""
+    from shopfusion.backends import check_mix, choose_backend
+
+    index = settings.index
+    backend = choose_backend(index.backend, manifest.model, index.device, min_cosine=index.backend_min_cosine,
+                             index_backend=manifest.backend)
+    encoder = load_encoder(manifest.model, index.device, backend)
+    check_mix(manifest.backend_record, encoder, min_cosine=index.backend_min_cosine)
+    return encoder
 
 
 def _ranked(scores: dict[str, float]) -> list[LegHit]:

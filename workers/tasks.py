@@ -98,8 +98,10 @@ def embed_batch(
     texts: list[str],
     device: str = "auto",
     encode_batch_size: int = 64,
+    backend: str = "torch",
 ) -> dict[str, Any]:
-    """Encode `texts` with `model` and write the shard of `batch_id`; returns a small JSON summary.
+    """Encode `texts` with `model` run by `backend` (the one the index asks for) and write the shard of
+    `batch_id`; returns a small JSON summary naming the model and backend that encoded it.
 
     Registered as a bound task by `register_tasks`; call it through the app::
 
@@ -109,7 +111,7 @@ def embed_batch(
     if len(keys) != len(texts):
         raise ConfigError(f"batch {batch_id!r} has {len(keys)} keys but {len(texts)} texts")
     _maybe_slow_down(shard_dir, batch_id, texts)
-    encoder = load_encoder(model, device)
+    encoder = load_encoder(model, device, backend)
     vectors = encoder.encode(list(texts), batch_size=encode_batch_size)
     if vectors.shape[0] != len(keys):
         raise RuntimeError(f"encoder returned {vectors.shape[0]} vectors for {len(keys)} texts")
@@ -120,6 +122,7 @@ def embed_batch(
         "dim": int(vectors.shape[1]),
         "shard": str(path),
         "model_id": encoder.model_id,
+        "backend_id": encoder.backend_id,
     }
 
 
