@@ -3,12 +3,19 @@
 `run_index` reads as its phases: `read` (stream, validate, write rejects, stage products), `plan` (compare
 with the current version: added, updated, unchanged, deleted; which texts need embedding), `embed`
 (batches through an executor, each finished batch journaled), `build` (a new version of the product store
-and both legs, in id order) and `publish` (manifest switch, old versions pruned).
+and both legs, in id order) and `publish` (manifest switch, old versions pruned). `IndexSummary.phases`
+says how long each took (`read`, `plan`, `embed`, `store`, `lexical`, `vectors`, `publish`).
 
 Crash safety: nothing is published before the last phase, so an interrupted run leaves the current
 version as it was. Every finished embedding batch is journaled under `staging/`, so the next run embeds
 only what is still missing, and it rebuilds the version from scratch, so the result equals that of an
 uninterrupted run.
+
+Memory does not grow with the catalog beyond a few small values per product: products are staged in
+SQLite (compared with the current version by SQL joins), vectors live in flat files keyed by text hash
+(`indexer.vectorfile`: this run's journal, the current version's vectors, a precomputed vector file)
+and are read back chunk by chunk while the new version streams to disk (`VectorIndexBuilder`).
+A text whose vector is already known from any of those is never embedded again.
 
 >>> import tempfile, pathlib, json
 >>> tmp = pathlib.Path(tempfile.mkdtemp())
@@ -21,28 +28,32 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from indexer.docstore import EmbeddingJournal, ProductStore, StoredProduct
+from indexer.docstore import ProductStore, StoredProduct, StoreRow
 from indexer.manifest import IndexDirectory, Manifest, file_sha256
 from indexer.readers import CatalogFormat, read_catalog
 from indexer.stores import open_lexical
-from indexer.stores.faiss_store import FaissVectorIndex, VectorKind
+from indexer.stores.faiss_builder import VectorIndexBuilder
+from indexer.stores.faiss_store import VectorKind
 from indexer.validation import validate
+from indexer.vectorfile import EmbeddingJournal, VectorFile, VectorLookup, VersionVectors, pack_keys
+from shopfusion.backends import BackendRecord, choose_backend
 from shopfusion.config import Settings
-from shopfusion.encoders import load_encoder
+from shopfusion.encoders import Encoder, load_encoder
 from shopfusion.errors import IndexStateError, ShopfusionError, TooManyRejectsError
-from shopfusion.types import Reject
+from shopfusion.types import Product, Reject
 from workers.executor import EmbedBatch, Executor
 
 log = logging.getLogger(__name__)
@@ -68,10 +79,15 @@ class IndexSummary:
     embedded: int = 0
     reused_vectors: int = 0
     resumed_vectors: int = 0
+    precomputed_vectors: int = 0
     total: int = 0
     rejects_file: str = ""
     seconds: float = 0.0
     failures: dict[str, str] = field(default_factory=dict)
+    backend: str = ""
+    """The encoder backend the vectors of this version come from (`torch`, `onnx`, `onnx-int8`)."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase, in order: read, plan, embed, store, lexical, vectors, publish."""
 
     @property
     def balanced(self) -> bool:
@@ -106,25 +122,29 @@ def run_index(
     fmt: CatalogFormat | None = None,
     executor: Executor | None = None,
     progress: bool = False,
+    vectors: str | os.PathLike[str] | None = None,
 ) -> IndexSummary:
     """Index a catalog into `index_dir` (created if needed) and return the run's summary.
 
     `replace=True` makes the catalog the whole truth: products missing from it are deleted. Otherwise
     products are upserted and the rest stay. `max_rejects` aborts the run, leaving the index unchanged,
-    once more records than that are rejected.
+    once more records than that are rejected. `vectors`: a vector file of precomputed vectors
+    (`indexer.vectorfile`, made by `shopfusion embed` with the same model and backend); texts it holds
+    are not embedded again.
     """
     settings = settings or Settings()
     directory = IndexDirectory(index_dir)
     with directory.lock():
         run = _IndexRun(Path(catalog), directory, settings, rejects, max_rejects, replace, fmt, executor,
-                        _Progress(progress))
+                        _Progress(progress), Path(vectors) if vectors is not None else None)
         return run.execute()
 
 
 class _IndexRun:
     def __init__(self, catalog: Path, directory: IndexDirectory, settings: Settings,
                  rejects: str | os.PathLike[str] | None, max_rejects: int | None, replace: bool,
-                 fmt: CatalogFormat | None, executor: Executor | None, progress: _Progress) -> None:
+                 fmt: CatalogFormat | None, executor: Executor | None, progress: _Progress,
+                 precomputed: Path | None = None) -> None:
         self.catalog = catalog
         self.directory = directory
         self.settings = settings
@@ -133,13 +153,17 @@ class _IndexRun:
         self.fmt = fmt
         self.executor = executor
         self.progress = progress
+        self.precomputed = precomputed
         self.rejects_path = Path(rejects) if rejects else directory.path / "rejects.jsonl"
         self.summary = IndexSummary(catalog=str(catalog), index=str(directory.path),
                                     rejects_file=str(self.rejects_path))
-        self.encoder = load_encoder(settings.index.model, settings.index.device)
         self.current = directory.current()
-        self.status: dict[str, str] = {}
-        self.vectors: dict[str, np.ndarray] = {}
+        index = settings.index
+        same_model = self.current is not None and self.current.model == index.model
+        self.backend = choose_backend(index.backend, index.model, index.device, min_cosine=index.backend_min_cosine,
+                                      index_backend=self.current.backend if same_model and self.current else None)
+        self.encoder = load_encoder(index.model, index.device, self.backend)
+        self.summary.backend = self.encoder.backend
         self.failed: dict[str, str] = {}
         self.failed_texts: dict[str, str] = {}
 
@@ -149,25 +173,38 @@ class _IndexRun:
         incoming_path = self.directory.staging / "incoming.sqlite"
         for leftover in (incoming_path, Path(str(incoming_path) + "-wal"), Path(str(incoming_path) + "-shm")):
             leftover.unlink(missing_ok=True)
-        incoming = ProductStore(incoming_path)
-        old_store = self._old_store()
+        self.incoming = incoming = ProductStore(incoming_path)
+        self.old_store = old_store = self._old_store()
         try:
-            self.read(incoming)
-            needed = self.plan(incoming, old_store)
-            self.embed(needed)
-            self.build(incoming, old_store)
+            with self._phase("read"):
+                self.read(incoming)
+            with self._phase("plan"):
+                needed = self.plan(incoming, old_store)
+            with self._phase("embed"):
+                self.embed(needed)
+            built = self.build(incoming, old_store)
         finally:
             incoming.close()
             if old_store is not None:
                 old_store.close()
-        shutil.rmtree(self.directory.staging, ignore_errors=True)
-        for version in self.directory.prune(self.settings.index.keep_versions):
-            self._drop_lexical(version)
+        with self._phase("publish"):
+            self.publish(*built)
         self.summary.seconds = round(time.perf_counter() - started, 3)
         self.summary.failures = dict(self.failed)
         if not self.summary.balanced:  # pragma: no cover - an internal accounting bug, never user input
             raise IndexStateError(f"summary does not add up: {self.summary.to_dict()}")
         return self.summary
+
+    @contextlib.contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._add_time(name, time.perf_counter() - started)
+
+    def _add_time(self, name: str, seconds: float) -> None:
+        self.summary.phases[name] = round(self.summary.phases.get(name, 0.0) + seconds, 3)
 
     # -- phase 1: read and validate ------------------------------------------------------------------
     def read(self, incoming: ProductStore) -> None:
@@ -211,67 +248,56 @@ class _IndexRun:
                                   " run `shopfusion verify` and rebuild the index")
         return ProductStore(path)
 
-    def _old_vectors(self) -> FaissVectorIndex | None:
-        if self.current is None or self.current.model_id != self.encoder.model_id:
+    def _old_vectors(self, old_store: ProductStore | None) -> VersionVectors | None:
+        """The current version's vectors when they can be reused: same weights, same backend and export."""
+        if (old_store is None or self.current is None or self.current.model_id != self.encoder.model_id
+                or self.current.backend_id != self.encoder.backend_id):
             return None
-        return FaissVectorIndex(self.directory.version_path(self.current.version) / "vectors")
+        return VersionVectors(self.directory.version_path(self.current.version) / "vectors", old_store)
 
-    def plan(self, incoming: ProductStore, old_store: ProductStore | None) -> dict[str, str]:
-        """Classify every incoming product and return the texts (by text hash) still to embed."""
-        old_hashes = old_store.hashes() if old_store is not None else {}
-        incoming_hashes = incoming.hashes()
-        for pid, (content_hash, _) in incoming_hashes.items():
-            if pid not in old_hashes:
-                self.status[pid] = "added"
-            elif old_hashes[pid][0] == content_hash:
-                self.status[pid] = "unchanged"
-            else:
-                self.status[pid] = "updated"
-        for state in ("added", "updated", "unchanged"):
-            setattr(self.summary, state, sum(1 for s in self.status.values() if s == state))
-        if self.replace:
-            self.summary.deleted = sum(1 for pid in old_hashes if pid not in incoming_hashes)
+    def plan(self, incoming: ProductStore, old_store: ProductStore | None) -> _Needed:
+        """Classify the incoming products (by SQL against the current version), find which vectors are
+        already known, and return the texts still to embed, shortest first."""
+        if old_store is not None:
+            counts = incoming.compare(old_store)
+            self.summary.added, self.summary.updated = counts["added"], counts["updated"]
+            self.summary.unchanged = counts["unchanged"]
+            self.summary.deleted = counts["missing"] if self.replace else 0
+        else:
+            self.summary.added = incoming.count()
 
-        old_vectors = self._old_vectors()
+        self.journal = EmbeddingJournal(self.directory.staging / "journal", vector_identity(self.encoder))
+        sources: list[tuple[str, Any]] = []
+        old_vectors = self._old_vectors(old_store)
         if old_vectors is not None:
-            by_text: dict[str, str] = {}
-            for pid, (_, text_hash) in old_hashes.items():
-                by_text.setdefault(text_hash, pid)
-            wanted = {t for _, t in incoming_hashes.values()} | (
-                set() if self.replace else {t for _, t in old_hashes.values()})
-            reuse = {t: by_text[t] for t in wanted if t in by_text}
-            found = old_vectors.vectors(list(reuse.values()))
-            self.vectors.update({t: found[pid] for t, pid in reuse.items() if pid in found})
-        self.summary.reused_vectors = len(self.vectors)
+            sources.append(("reused", old_vectors))
+        sources.append(("resumed", self.journal.file))
+        if self.precomputed is not None:
+            precomputed = VectorFile(self.precomputed)
+            precomputed.check(vector_identity(self.encoder), self.encoder.dim)
+            sources.append(("precomputed", precomputed))
+        self.lookup = VectorLookup(sources, self.encoder.dim)
 
-        self.journal = EmbeddingJournal(self.directory.staging / "journal", self.encoder.model_id)
-        resumed = self.journal.load()
-        resumed = {t: v for t, v in resumed.items() if t not in self.vectors}
-        self.vectors.update(resumed)
-        self.summary.resumed_vectors = len(resumed)
-
-        needed: dict[str, str] = {}
-        for stored in incoming.iter_stored():
-            if stored.text_hash not in self.vectors:
-                needed.setdefault(stored.text_hash, stored.product.embedding_text())
-        if not self.replace and old_store is not None and old_vectors is None:
-            # Model changed: products kept from the old version need new vectors too.
-            for stored in old_store.iter_stored():
-                if stored.product.id not in incoming_hashes and stored.text_hash not in self.vectors:
-                    needed.setdefault(stored.text_hash, stored.product.embedding_text())
-        return needed
+        keys = incoming.text_hash_keys()
+        if old_store is not None and not self.replace:
+            keys = np.union1d(keys, old_store.text_hash_keys(not_in=incoming))
+        where, _ = self.lookup.locate(keys)
+        for i, (name, _) in enumerate(sources):
+            setattr(self.summary, f"{name}_vectors", int(np.count_nonzero(where == i)))
+        missing = set(keys[where < 0].tolist())
+        stores = [incoming] + ([old_store] if old_store is not None and not self.replace else [])
+        return _Needed.collect(missing, stores)
 
     # -- phase 3: embed -----------------------------------------------------------------------------
-    def embed(self, needed: dict[str, str]) -> None:
-        if not needed:
+    def embed(self, needed: _Needed) -> None:
+        if not len(needed):
             return
         executor = self.executor or _default_executor(self.settings, self.directory)
         failed_keys: dict[str, str] = {}
         with self.progress.bar(len(needed), f"embedding with {self.settings.index.model}", "text") as bar:
-            for result in executor.map(self.settings.index.model, _batches(needed)):
+            for result in executor.map(self.settings.index.model, needed.batches(), backend=self.backend):
                 if result.ok and result.vectors is not None:
                     self.journal.append(result.batch_id, result.keys, result.vectors)
-                    self.vectors.update(zip(result.keys, result.vectors, strict=True))
                     self.summary.embedded += len(result.keys)
                 else:
                     failed_keys.update(dict.fromkeys(result.keys, result.error or "embedding failed"))
@@ -281,7 +307,7 @@ class _IndexRun:
         self.failed_texts = failed_keys
 
     # -- phase 4: build ------------------------------------------------------------------------------
-    def build(self, incoming: ProductStore, old_store: ProductStore | None) -> None:
+    def build(self, incoming: ProductStore, old_store: ProductStore | None) -> tuple[Path, Manifest, Any]:
         version = self.directory.next_version()
         self.summary.version = version
         build = self.directory.staging / "version"
@@ -290,33 +316,57 @@ class _IndexRun:
         build.mkdir(parents=True)
         store = ProductStore(build / "products.sqlite")
         rejects = self.rejects_path.open("a", encoding="utf-8")
+        builder: VectorIndexBuilder | None = None
         try:
-            self._fill_store(store, incoming, old_store, rejects)
+            with self._phase("store"):
+                self._fill_store(store, incoming, old_store, rejects)
+            count = store.count()
+            kind = self._vector_kind(count)
+            started = time.perf_counter()
             lexical = open_lexical(self.settings, build, version, self.directory.namespace, create=True)
-            kind = self._vector_kind(store.count())
-            vectors = FaissVectorIndex(build / "vectors", dim=self.encoder.dim, kind=kind,
-                                       hnsw_m=self.settings.index.hnsw_m,
-                                       ef_search=self.settings.index.hnsw_ef_search,
-                                       nprobe=self.settings.index.ivf_nprobe, create=True)
+            self._add_time("lexical", time.perf_counter() - started)
+            builder = VectorIndexBuilder(build / "vectors", dim=self.encoder.dim, kind=kind, expected=count,
+                                         hnsw_m=self.settings.index.hnsw_m,
+                                         ef_search=self.settings.index.hnsw_ef_search,
+                                         nprobe=self.settings.index.ivf_nprobe)
             lexical_failed: dict[str, str] = {}
-            with self.progress.bar(store.count(), "building indexes", "doc") as bar:
+            loop_started = time.perf_counter()
+            spent = 0.0
+            with self.progress.bar(count, "building indexes", "doc") as bar:
                 for chunk in _chunks(store.iter_stored(), STAGE_CHUNK):
+                    started = time.perf_counter()
                     report = lexical.upsert(s.product for s in chunk)
+                    lexical_seconds = time.perf_counter() - started
                     ok = [s for s in chunk if s.product.id not in report.failed]
                     for s in chunk:
                         if s.product.id in report.failed:
                             lexical_failed[s.product.id] = report.failed[s.product.id]
-                            self._fail(rejects, s, f"lexical index refused it: {report.failed[s.product.id]}")
+                            self._fail(rejects, (s.product.id, s.content_hash, s.text_hash,
+                                                 json.dumps(s.product.to_dict(), ensure_ascii=False),
+                                                 s.source, s.line),
+                                       f"lexical index refused it: {report.failed[s.product.id]}")
+                    started = time.perf_counter()
                     if ok:
-                        vectors.upsert([s.product for s in ok], np.stack([self.vectors[s.text_hash] for s in ok]))
+                        builder.add([s.product for s in ok], self.lookup.fetch([s.text_hash for s in ok]),
+                                    [s.text_hash for s in ok])
+                    vector_seconds = time.perf_counter() - started
+                    self._add_time("lexical", lexical_seconds)
+                    self._add_time("vectors", vector_seconds)
+                    spent += lexical_seconds + vector_seconds
                     bar.update(len(chunk))
-            if lexical_failed:
-                store.delete(lexical_failed)
-            lexical.commit()
-            vectors.commit()
-            total = store.count()
-            store.checkpoint()
+            self._add_time("store", time.perf_counter() - loop_started - spent)  # reading products back
+            with self._phase("store"):
+                if lexical_failed:
+                    store.delete(lexical_failed)
+                total = store.count()
+                store.checkpoint()
+            with self._phase("lexical"):
+                lexical.commit()
+            with self._phase("vectors"):
+                vectors = builder.commit()
         finally:
+            if builder is not None:
+                builder.abort()
             store.close()
             rejects.close()
         self.summary.total = total
@@ -329,46 +379,61 @@ class _IndexRun:
             vector={"kind": kind, "hnsw_m": self.settings.index.hnsw_m},
             counts={"products": total, "lexical": lexical.count(), "vectors": vectors.count()},
             catalogs=self._catalogs(),
+            backend=self.encoder.backend,
+            backend_id=self.encoder.backend_id,
+            backend_agreement=BackendRecord.of(self.encoder).agreement,
         )
+        return build, manifest, lexical
+
+    # -- phase 5: publish ----------------------------------------------------------------------------
+    def publish(self, build: Path, manifest: Manifest, lexical: Any) -> None:
         self.directory.publish(build, manifest)
         lexical.activate()
         lexical.close()
+        shutil.rmtree(self.directory.staging, ignore_errors=True)
+        for version in self.directory.prune(self.settings.index.keep_versions):
+            self._drop_lexical(version)
 
     def _fill_store(self, store: ProductStore, incoming: ProductStore, old_store: ProductStore | None,
                     rejects: IO[str]) -> None:
         """The new version's products: the old ones (unless replacing) overlaid with the incoming ones.
-        A product whose text could not be embedded keeps its old version, or is rejected when new."""
+        A product whose text could not be embedded keeps its old version, or is rejected when new.
+        Rows are copied as they are stored (no parsing)."""
         failed_texts = self.failed_texts
         if old_store is not None and not self.replace:
             old_store.checkpoint()
-            for chunk in _chunks(old_store.iter_stored(), STAGE_CHUNK):
-                store.write_many(s for s in chunk if s.text_hash in self.vectors)
+            for rows in old_store.iter_rows(STAGE_CHUNK):
+                store.write_rows(self._with_vectors(rows))
         keep_old: list[str] = []
-        for chunk in _chunks(incoming.iter_stored(), STAGE_CHUNK):
+        for rows in incoming.iter_rows(STAGE_CHUNK):
             good = []
-            for s in chunk:
-                if s.text_hash in failed_texts:
-                    self._fail(rejects, s, f"embedding failed: {failed_texts[s.text_hash]}")
-                    keep_old.append(s.product.id)
+            for row in rows:
+                if row[2] in failed_texts:
+                    self._fail(rejects, row, f"embedding failed: {failed_texts[row[2]]}")
+                    keep_old.append(row[0])
                 else:
-                    good.append(s)
-            store.write_many(good)
+                    good.append(row)
+            store.write_rows(good)
         if self.replace and old_store is not None and keep_old:
-            kept = old_store.get_many(keep_old)
-            store.write_many(StoredProduct(p, p.content_hash(), p.text_hash()) for p in kept.values()
-                             if p.text_hash() in self.vectors)
+            store.write_rows(self._with_vectors(old_store.rows_of(keep_old)))
 
-    def _fail(self, rejects: IO[str], stored: StoredProduct, reason: str) -> None:
-        """A staged product that could not be indexed: rejected with its line, counted once."""
-        state = self.status.pop(stored.product.id, None)
-        if state is None:
+    def _with_vectors(self, rows: Sequence[StoreRow]) -> list[StoreRow]:
+        where, _ = self.lookup.locate([row[2] for row in rows])
+        return [row for row, source in zip(rows, where, strict=True) if source >= 0]
+
+    def _fail(self, rejects: IO[str], row: StoreRow, reason: str) -> None:
+        """A staged product that could not be indexed: rejected with its line, counted once. Products
+        kept from the current version (not read in this run) are left out of the counts."""
+        pid, content_hash, _, doc, source, line = row
+        if pid in self.failed or not self.incoming.contains(pid):
             return
+        old = self.old_store.hashes_of([pid]).get(pid) if self.old_store is not None else None
+        state = "added" if old is None else ("unchanged" if old[0] == content_hash else "updated")
         setattr(self.summary, state, getattr(self.summary, state) - 1)
         self.summary.rejected += 1
-        self.failed[stored.product.id] = reason
-        raw = json.dumps(stored.product.to_dict(), ensure_ascii=False)
-        rejects.write(json.dumps(Reject(stored.source or self.summary.catalog, stored.line or 0, reason,
-                                        raw).to_dict(), ensure_ascii=False) + "\n")
+        self.failed[pid] = reason
+        rejects.write(json.dumps(Reject(source or self.summary.catalog, line or 0, reason, doc).to_dict(),
+                                 ensure_ascii=False) + "\n")
 
     def _vector_kind(self, count: int) -> VectorKind:
         kind = self.settings.index.vector_index
@@ -399,13 +464,64 @@ class _IndexRun:
             log.warning("could not delete old lexical version %s: %s", version, exc)
 
 
-def _batches(needed: dict[str, str]) -> Iterator[EmbedBatch]:
-    """Texts sorted by length (less padding per encoder batch), cut into executor batches."""
-    items = sorted(needed.items(), key=lambda item: (len(item[1]), item[0]))
-    for start in range(0, len(items), EMBED_BATCH):
-        chunk = items[start : start + EMBED_BATCH]
-        keys = tuple(k for k, _ in chunk)
-        yield EmbedBatch(f"{start // EMBED_BATCH:06d}-{keys[0][:8]}", keys, tuple(t for _, t in chunk))
+def vector_identity(encoder: Encoder) -> str:
+    """What vectors are valid for: the model id, plus the backend and export checksum for ONNX backends
+    (torch vectors keep the bare model id, as before there were backends)."""
+    if encoder.backend_id in ("torch", "hash"):
+        return encoder.model_id
+    return f"{encoder.model_id} {encoder.backend_id}"
+
+
+@dataclass(frozen=True)
+class _Needed:
+    """The texts to embed, as small arrays (length, text hash, store, row id), shortest text first:
+    batches fetch their texts from the stores as the executor asks for them."""
+
+    lengths: np.ndarray
+    keys: np.ndarray
+    store: np.ndarray
+    rowids: np.ndarray
+    stores: tuple[ProductStore, ...]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def collect(cls, missing: set[bytes], stores: Sequence[ProductStore]) -> _Needed:
+        lengths: list[int] = []
+        keys: list[bytes] = []
+        where: list[int] = []
+        rowids: list[int] = []
+        for index, store in enumerate(stores):
+            if not missing:
+                break
+            for rows in store.iter_text_rows(STAGE_CHUNK):
+                for rowid, text_hash, doc in rows:
+                    key = text_hash.encode("ascii")
+                    if key in missing:
+                        missing.discard(key)
+                        lengths.append(len(Product.from_dict(json.loads(doc)).embedding_text()))
+                        keys.append(key)
+                        where.append(index)
+                        rowids.append(rowid)
+        order = np.lexsort((np.array(keys, dtype="S32"), np.array(lengths, dtype=np.int64)))
+        return cls(np.array(lengths, dtype=np.int64)[order], pack_keys(keys)[order] if keys else pack_keys([]),
+                   np.array(where, dtype=np.int64)[order], np.array(rowids, dtype=np.int64)[order], tuple(stores))
+
+    def batches(self) -> Iterator[EmbedBatch]:
+        """Executor batches of `EMBED_BATCH` texts, in length order (less padding per encoder batch)."""
+        for start in range(0, len(self.keys), EMBED_BATCH):
+            end = start + EMBED_BATCH
+            keys = tuple(k.decode("ascii") for k in self.keys[start:end])
+            texts: list[str] = []
+            products: dict[tuple[int, int], Product] = {}
+            for index, store in enumerate(self.stores):
+                mine = self.rowids[start:end][self.store[start:end] == index]
+                if len(mine):
+                    products.update({(index, r): p for r, p in store.docs_by_rowid(mine.tolist()).items()})
+            for index, rowid in zip(self.store[start:end].tolist(), self.rowids[start:end].tolist(), strict=True):
+                texts.append(products[(index, rowid)].embedding_text())
+            yield EmbedBatch(f"{start // EMBED_BATCH:06d}-{keys[0][:8]}", keys, tuple(texts))
 
 
 def _chunks(items: Iterator[StoredProduct], size: int) -> Iterator[list[StoredProduct]]:

@@ -16,10 +16,10 @@ from workers.executor import EmbedBatch, EmbedResult, LocalExecutor
 
 
 class SlowExecutor(LocalExecutor):
-    def map(self, model: str, batches: Iterable[EmbedBatch]) -> Iterator[EmbedResult]:
+    def map(self, model: str, batches: Iterable[EmbedBatch], *, backend: str = "torch") -> Iterator[EmbedResult]:
         for batch in batches:
             time.sleep(0.1)
-            yield from super().map(model, [batch])
+            yield from super().map(model, [batch], backend=backend)
 
 
 def main() -> None:
