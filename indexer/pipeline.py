@@ -197,11 +197,15 @@ class _IndexRun:
 
     @contextlib.contextmanager
     def _phase(self, name: str) -> Iterator[None]:
+        """Time a phase (added to `summary.phases`); its start and end are logged at DEBUG level, which is
+        how a benchmark lines memory samples up with phases."""
         started = time.perf_counter()
+        log.debug("phase %s: start", name)
         try:
             yield
         finally:
             self._add_time(name, time.perf_counter() - started)
+            log.debug("phase %s: end", name)
 
     def _add_time(self, name: str, seconds: float) -> None:
         self.summary.phases[name] = round(self.summary.phases.get(name, 0.0) + seconds, 3)

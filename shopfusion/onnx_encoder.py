@@ -38,7 +38,8 @@ class OnnxEncoder:
         self.variant: Variant = variant
         self.packaged = packaged
         self.threads = threads
-        """Intra-op threads of the batch session; 0 lets ONNX Runtime use every physical core."""
+        """Intra-op threads of the batch session; 0: `$OMP_NUM_THREADS` when set (a Celery pool process
+        gets its share of the cores that way), else every physical core."""
         self._model_id: str | None = None
         self._export: ExportedModel | None = export
         """Given: run this export as it is (benchmarks of other recipes); None: `ensure_export` on first use."""
@@ -143,7 +144,8 @@ class OnnxEncoder:
 
                 options = ort.SessionOptions()
                 options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                options.intra_op_num_threads = 1 if kind == "query" else self.threads
+                threads = self.threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+                options.intra_op_num_threads = 1 if kind == "query" else threads
                 options.inter_op_num_threads = 1
                 options.log_severity_level = 3
                 session = ort.InferenceSession(str(self.export.path), options, providers=["CPUExecutionProvider"])

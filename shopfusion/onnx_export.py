@@ -218,7 +218,7 @@ def _export_fp32(model_dir: Path, target: Path, source: str) -> dict[str, Any]:
     plain = target / "model-plain.onnx.tmp"
     axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "tokens"} for name in inputs}
     axes["sentence_embedding"] = {0: "batch"}
-    with torch.no_grad():
+    with torch.no_grad(), _quiet():
         torch.onnx.export(_Pipeline().eval(), tuple(features[name] for name in inputs), str(plain),
                           input_names=inputs, output_names=["sentence_embedding"], dynamic_axes=axes,
                           opset_version=OPSET, dynamo=False)
@@ -231,7 +231,7 @@ def _export_fp32(model_dir: Path, target: Path, source: str) -> dict[str, Any]:
         optimized.unlink(missing_ok=True)
         shutil.copyfile(plain, target / FILES["fp32"])
     os.replace(plain, target / "model-plain.onnx")
-    dim = int(model.get_sentence_embedding_dimension())
+    dim = int((getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)())
     info: dict[str, Any] = {
         "format": EXPORT_FORMAT, "source_sha256": source, "model_dir": str(model_dir), "dim": dim,
         "max_seq_length": max_len, "lower_case": lower_case, "inputs": inputs, "opset": OPSET,

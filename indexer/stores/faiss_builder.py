@@ -106,7 +106,8 @@ class VectorIndexBuilder:
         started = time.perf_counter()
         if self.kind in ("hnsw", "ivf") and count:
             faiss = faiss_module()
-            index = self._approximate(count)
+            index = build_approximate(self.path / "vectors.npy", self.kind, hnsw_m=self.hnsw_m,
+                                      ef_construction=self.ef_construction)
             tmp = self.path / f"{self.kind}.faiss.tmp"
             faiss.write_index(index, str(tmp))
             os.replace(tmp, self.path / f"{self.kind}.faiss")
@@ -114,31 +115,36 @@ class VectorIndexBuilder:
         self.seconds["ann"] = round(time.perf_counter() - started, 3)
         return FaissVectorIndex(self.path, ef_search=self.ef_search, nprobe=self.nprobe)
 
-    def _approximate(self, count: int) -> Any:
-        faiss = faiss_module()
-        path = self.path / "vectors.npy"
-        offset = len(self._header)
-        if self.kind == "hnsw":
-            index = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = self.ef_construction
-        else:
-            nlist = ivf_lists(count)
-            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            rng = np.random.default_rng(0)
-            rows = np.arange(count) if count <= IVF_TRAIN_SAMPLE else np.sort(
-                rng.choice(count, IVF_TRAIN_SAMPLE, replace=False))
-            index.train(read_rows(path, offset, self.dim, rows))
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            for start in range(0, count, ADD_CHUNK):
-                n = min(ADD_CHUNK, count - start)
-                index.add(np.fromfile(handle, dtype=np.float32, count=n * self.dim).reshape(n, self.dim))
-        return index
-
     def abort(self) -> None:
         for handle in (self._vectors, self._hashes):
             if not handle.closed:
                 handle.close()
+
+
+def build_approximate(vectors: Path, kind: VectorKind, *, hnsw_m: int = 32, ef_construction: int = 80) -> Any:
+    """The HNSW or IVF index over a `.npy` matrix, fed from disk in chunks (IVF trained first on a seeded
+    sample of at most `IVF_TRAIN_SAMPLE` rows)."""
+    faiss = faiss_module()
+    mapped = np.load(vectors, mmap_mode="r")  # only the header is read
+    offset, (count, dim) = int(mapped.offset), mapped.shape
+    del mapped
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+    elif kind == "ivf":
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, ivf_lists(count), faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)
+        rows = np.arange(count) if count <= IVF_TRAIN_SAMPLE else np.sort(
+            rng.choice(count, IVF_TRAIN_SAMPLE, replace=False))
+        index.train(read_rows(vectors, offset, dim, rows))
+    else:
+        raise IndexStateError(f"no approximate index of kind {kind!r}")
+    with vectors.open("rb") as handle:
+        handle.seek(offset)
+        for start in range(0, count, ADD_CHUNK):
+            n = min(ADD_CHUNK, count - start)
+            index.add(np.fromfile(handle, dtype=np.float32, count=n * dim).reshape(n, dim))
+    return index
 
 
 def read_rows(path: Path, offset: int, dim: int, rows: np.ndarray) -> np.ndarray:
