@@ -174,8 +174,15 @@ def recipes(corpus_size: int, speed_texts: int, latency_queries: int, batch_size
                               "batch_size": batch_size, "speed_texts": len(speed_sample), "rows": {}}
     torch_encoder = load_encoder("default", "cpu")
     click.echo("torch fp32 reference", err=True)
-    ref_corpus = torch_encoder.encode(corpus_texts, batch_size=batch_size)
-    ref_queries = torch_encoder.encode(query_texts, batch_size=batch_size)
+    cache = Path(workdir) / f"torch-reference-{len(ids)}.npz" if workdir else None
+    if cache is not None and cache.is_file():
+        with np.load(cache) as saved:
+            ref_corpus, ref_queries = saved["corpus"], saved["queries"]
+    else:
+        ref_corpus = torch_encoder.encode(corpus_texts, batch_size=batch_size)
+        ref_queries = torch_encoder.encode(query_texts, batch_size=batch_size)
+        if cache is not None:
+            np.savez(cache, corpus=ref_corpus, queries=ref_queries)
     ref_run, ref_top = _dense_run(ref_queries, ref_corpus, ids, validation)
     torch_row = {"throughput": _throughput(torch_encoder.encode, speed_sample, batch_size),
                  **_query_latency(torch_encoder.encode_query, latency_sample),
@@ -218,6 +225,88 @@ def recipes(corpus_size: int, speed_texts: int, latency_queries: int, batch_size
     report["torch_again"] = {"throughput": _throughput(torch_encoder.encode, speed_sample, batch_size)}
     report["environment"]["load_average_end"] = os.getloadavg()[0]
     _print_recipes(report)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=2))
+    click.echo(f"saved {out}")
+
+
+@cli.command()
+@click.option("--only", multiple=True, help="Recipes whose name contains this (repeatable; default: a short list).")
+@click.option("--texts", "n_texts", type=int, default=2000, show_default=True, help="Texts timed per round.")
+@click.option("--source", type=click.Choice(["homedepot", "scale"]), default="homedepot", show_default=True,
+              help="Home Depot titles, or a sample of the scale benchmark's mixed catalog (--catalog).")
+@click.option("--catalog", type=click.Path(exists=True, dir_okay=False), help="Catalog for --source scale.")
+@click.option("--rounds", type=int, default=3, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--latency-queries", type=int, default=300, show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False), default=None)
+@click.option("--out", type=click.Path(dir_okay=False), default=str(RESULTS / "onnx_speed.json"), show_default=True)
+def speed(only: tuple[str, ...], n_texts: int, source: str, catalog: str | None, rounds: int, batch_size: int,
+          latency_queries: int, workdir: str | None, out: str) -> None:
+    """Throughput and query latency of torch and the chosen recipes, in interleaved rounds (a shared
+    machine's load drifts; each backend's median over the rounds is reported)."""
+    from shopfusion.encoders import DEFAULT_MODEL_NAME, default_model_path, load_encoder
+    from shopfusion.onnx_encoder import OnnxEncoder
+    from shopfusion.onnx_export import (
+        ExportedModel,
+        _sha256,
+        ensure_export,
+        load_sentence_transformer,
+        quantize,
+    )
+
+    texts, queries, _ = load_homedepot()
+    rng = np.random.default_rng(0)
+    if source == "scale":
+        if catalog is None:
+            raise click.UsageError("--source scale needs --catalog")
+        from indexer.readers import read_catalog
+        from indexer.validation import validate
+        from shopfusion.types import Product
+
+        pool = [p.embedding_text() for r in read_catalog(Path(catalog))
+                if isinstance(p := validate(r), Product)]
+    else:
+        pool = list(texts.values())
+    sample = [pool[i] for i in rng.choice(len(pool), size=min(n_texts, len(pool)), replace=False)]
+    query_texts = [queries[q] for q in sorted(queries)][:latency_queries]
+    wanted = only or ("fused, per-channel", "fp32 FFN output + last layer", "weight-only int8, block 32")
+    fp32 = ensure_export(default_model_path(), "fp32", packaged=True)
+    model = load_sentence_transformer(default_model_path())
+    encoders: dict[str, Any] = {"torch fp32": load_encoder("default", "cpu"),
+                                "onnx fp32": OnnxEncoder(default_model_path(), name=DEFAULT_MODEL_NAME,
+                                                         variant="fp32", packaged=True)}
+    with tempfile.TemporaryDirectory(prefix="sf-onnx-speed-", dir=workdir) as tmp:
+        for name, recipe in _recipes().items():
+            if not any(w == name or (only and w in name) for w in wanted):
+                continue
+            path = Path(tmp) / f"{len(encoders)}.onnx"
+            quantize(fp32.path.parent, path, recipe, model)
+            export = ExportedModel("int8", path, _sha256(path), fp32.tokenizer, fp32.source_sha256, fp32.dim,
+                                   fp32.max_seq_length, fp32.lower_case)
+            encoders[name] = OnnxEncoder(default_model_path(), name=DEFAULT_MODEL_NAME, variant="int8",
+                                         packaged=True, export=export)
+        throughput: dict[str, list[float]] = {name: [] for name in encoders}
+        latency: dict[str, list[dict[str, float]]] = {name: [] for name in encoders}
+        for round_number in range(rounds):
+            for name, encoder in encoders.items():
+                throughput[name].append(_throughput(encoder.encode, sample, batch_size))
+                latency[name].append(_query_latency(encoder.encode_query, query_texts))
+                click.echo(f"round {round_number}: {name}: {throughput[name][-1]} texts/s,"
+                           f" query p50 {latency[name][-1]['p50_ms']} ms", err=True)
+    torch_rate = statistics.median(throughput["torch fp32"])
+    rows = {name: {"throughput": statistics.median(values), "rounds": values,
+                   "speedup_vs_torch": round(statistics.median(values) / torch_rate, 2),
+                   "query_p50_ms": statistics.median(r["p50_ms"] for r in latency[name]),
+                   "query_p99_ms": statistics.median(r["p99_ms"] for r in latency[name])}
+            for name, values in throughput.items()}
+    report = {"environment": _environment(), "source": source, "texts": len(sample), "batch_size": batch_size,
+              "rounds": rounds, "rows": rows}
+    report["environment"]["load_average_end"] = os.getloadavg()[0]
+    click.echo(f"\n{'backend':<52} {'texts/s':>8} {'x torch':>7} {'query p50':>9} {'p99':>7}")
+    for name, row in rows.items():
+        click.echo(f"{name:<52} {row['throughput']:8.1f} {row['speedup_vs_torch']:7.2f} {row['query_p50_ms']:9.2f}"
+                   f" {row['query_p99_ms']:7.2f}")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(report, indent=2))
     click.echo(f"saved {out}")

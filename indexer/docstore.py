@@ -131,6 +131,42 @@ class ProductStore:
             self._conn.execute("ROLLBACK")
             raise
 
+    def copy_from(self, other: ProductStore, *, skip_text_hashes: Iterable[str] = ()) -> None:
+        """Copy every row of `other` here (a row with the same id is replaced), inside SQLite and unparsed;
+        rows whose text hash is in `skip_text_hashes` are left out."""
+        self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS skip_text (text_hash TEXT PRIMARY KEY)")
+        self._conn.execute("DELETE FROM skip_text")
+        self._conn.executemany("INSERT OR IGNORE INTO skip_text VALUES (?)", ((t,) for t in skip_text_hashes))
+        with self._attached(other, "source_store"):
+            self._conn.execute("BEGIN")
+            try:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO products (id, content_hash, text_hash, doc, source, line)"
+                    " SELECT id, content_hash, text_hash, doc, source, line FROM source_store.products"
+                    " WHERE text_hash NOT IN (SELECT text_hash FROM skip_text)")
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def iter_keys(self, batch: int = 50_000) -> Iterator[list[tuple[str, str]]]:
+        """(id, text hash) of every product, `batch` at a time."""
+        cursor = self._conn.execute("SELECT id, text_hash FROM products")
+        while rows := cursor.fetchmany(batch):
+            yield rows
+
+    def rows_with_text(self, text_hashes: Iterable[str]) -> list[StoreRow]:
+        """Raw rows whose text hash is one of `text_hashes` (a short list: failed embeddings)."""
+        wanted = list(dict.fromkeys(text_hashes))
+        out: list[StoreRow] = []
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            out.extend(self._conn.execute(
+                "SELECT id, content_hash, text_hash, doc, source, line FROM products"
+                f" WHERE text_hash IN ({marks})", chunk))
+        return out
+
     def compare(self, old: ProductStore) -> dict[str, int]:
         """Counts of this store's products against `old`: added, updated, unchanged, and `missing` (in
         `old` only), computed by SQLite without loading either store."""

@@ -216,6 +216,7 @@ class _IndexRun:
         with self.rejects_path.open("w", encoding="utf-8") as rejects, \
                 self.progress.bar(None, f"reading {self.catalog.name}", "rec") as bar:
             pending: dict[str, StoredProduct] = {}
+            valid = 0
             for record in read_catalog(self.catalog, self.fmt):
                 self.summary.read += 1
                 bar.update(1)
@@ -223,14 +224,15 @@ class _IndexRun:
                 if isinstance(result, Reject):
                     self._reject(rejects, result)
                     continue
-                if result.id in pending or incoming.contains(result.id):
-                    self.summary.duplicates += 1
+                valid += 1
                 pending[result.id] = StoredProduct(result, result.content_hash(), result.text_hash(),
                                                    record.source, record.line)
                 if len(pending) >= STAGE_CHUNK:
                     incoming.write_many(pending.values())
                     pending.clear()
             incoming.write_many(pending.values())
+        # A repeated id replaced its earlier record (the last one wins): whatever did not add a row.
+        self.summary.duplicates = valid - incoming.count()
 
     def _reject(self, rejects: IO[str], reject: Reject) -> None:
         rejects.write(json.dumps(reject.to_dict(), ensure_ascii=False) + "\n")
@@ -400,30 +402,27 @@ class _IndexRun:
 
     def _fill_store(self, store: ProductStore, incoming: ProductStore, old_store: ProductStore | None,
                     rejects: IO[str]) -> None:
-        """The new version's products: the old ones (unless replacing) overlaid with the incoming ones.
-        A product whose text could not be embedded keeps its old version, or is rejected when new.
-        Rows are copied as they are stored (no parsing)."""
+        """The new version's products: the old ones (unless replacing) overlaid with the incoming ones,
+        copied inside SQLite. A product whose text could not be embedded keeps its old version, or is
+        rejected when new; a product kept from the old version whose vector is unknown (another model,
+        embedding failed) is left out."""
         failed_texts = self.failed_texts
         if old_store is not None and not self.replace:
             old_store.checkpoint()
-            for rows in old_store.iter_rows(STAGE_CHUNK):
-                store.write_rows(self._with_vectors(rows))
+            store.copy_from(old_store)
         keep_old: list[str] = []
-        for rows in incoming.iter_rows(STAGE_CHUNK):
-            good = []
-            for row in rows:
-                if row[2] in failed_texts:
-                    self._fail(rejects, row, f"embedding failed: {failed_texts[row[2]]}")
-                    keep_old.append(row[0])
-                else:
-                    good.append(row)
-            store.write_rows(good)
+        for row in incoming.rows_with_text(failed_texts):
+            self._fail(rejects, row, f"embedding failed: {failed_texts[row[2]]}")
+            keep_old.append(row[0])
+        store.copy_from(incoming, skip_text_hashes=failed_texts)
         if self.replace and old_store is not None and keep_old:
-            store.write_rows(self._with_vectors(old_store.rows_of(keep_old)))
-
-    def _with_vectors(self, rows: Sequence[StoreRow]) -> list[StoreRow]:
-        where, _ = self.lookup.locate([row[2] for row in rows])
-        return [row for row, source in zip(rows, where, strict=True) if source >= 0]
+            store.write_rows(old_store.rows_of(keep_old))
+        if old_store is not None:
+            unknown: list[str] = []
+            for keys in store.iter_keys():
+                where, _ = self.lookup.locate([text_hash for _, text_hash in keys])
+                unknown.extend(pid for (pid, _), source in zip(keys, where, strict=True) if source < 0)
+            store.delete(unknown)
 
     def _fail(self, rejects: IO[str], row: StoreRow, reason: str) -> None:
         """A staged product that could not be indexed: rejected with its line, counted once. Products

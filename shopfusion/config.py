@@ -63,7 +63,7 @@ class IndexSettings:
     """What runs the encoder: `torch`, `onnx` (ONNX Runtime fp32), `onnx-int8` (ONNX Runtime int8; the
     `onnx` extra) or `auto`: torch on a GPU, the backend an existing index was built with, else the
     fastest one whose measured drift meets `backend_min_cosine` (see `shopfusion.backends`)."""
-    backend_min_cosine: float = 0.99
+    backend_min_cosine: float = 0.995
     """The quality bar of the encoder backends: mean cosine to torch fp32 on the probe texts that `auto`
     asks of a backend, and the least agreement allowed when an index is searched with another backend
     than the one that built it (their drifts add up)."""

@@ -369,14 +369,15 @@ def _quantize_weights(graph: Any, out: Path, recipe: QuantRecipe, keep: list[str
 class _CalibrationReader:
     """Feeds tokenized calibration texts to ONNX Runtime's static-quantisation calibrator."""
 
-    def __init__(self, model: Any, graph: Path, texts: list[str], batch: int = 16) -> None:
+    def __init__(self, model: Any, graph: Path, texts: list[str], batch: int = 20) -> None:
         import onnx
 
         names = {i.name for i in onnx.load(str(graph), load_external_data=False).graph.input}
-        self._feeds = []
-        for start in range(0, len(texts), batch):
-            features = model.preprocess(texts[start:start + batch])
-            self._feeds.append({k: v.numpy().astype(np.int64) for k, v in features.items() if k in names})
+        # One padding length for every batch: the histogram calibrators need tensors of one shape.
+        features = model.preprocess(texts)
+        arrays = {k: v.numpy().astype(np.int64) for k, v in features.items() if k in names}
+        usable = len(texts) - len(texts) % batch if len(texts) >= batch else len(texts)  # and one batch size
+        self._feeds = [{k: v[start:start + batch] for k, v in arrays.items()} for start in range(0, usable, batch)]
         self._iter = iter(self._feeds)
 
     def get_next(self) -> dict[str, np.ndarray] | None:

@@ -63,10 +63,11 @@ class Product:
         return " | ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["category_path"] = list(self.category_path)
-        data["attributes"] = dict(self.attributes)
-        return data
+        # Built by hand: `dataclasses.asdict` deep-copies every value, which was a third of the indexing
+        # time of a million products (the keys and their order are those of `asdict`).
+        return {"id": self.id, "title": self.title, "description": self.description, "brand": self.brand,
+                "category_path": list(self.category_path), "price": self.price,
+                "attributes": dict(self.attributes)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Product:

@@ -111,3 +111,33 @@ def test_a_trainer_written_model_exports_beside_itself_and_again_when_its_weight
 def test_probe_texts_are_shipped() -> None:
     texts = probe_texts()
     assert len(texts) == 100 and all(isinstance(t, str) and t for t in texts)
+
+
+def test_index_records_the_backend_and_search_checks_the_tolerance(tmp_path: Path, tiny_catalog: Path,
+                                                                   onnx_cache: Path) -> None:
+    from indexer.manifest import IndexDirectory
+    from ranker.searcher import HybridSearcher
+    from shopfusion.client import Client
+    from shopfusion.config import Settings
+    from shopfusion.errors import IndexStateError
+
+    settings = Settings().replace("index", backend="onnx-int8", device="cpu").replace("search", policy="none")
+    summary = Client(tmp_path / "idx", settings=settings).index(tiny_catalog)
+    manifest = IndexDirectory(tmp_path / "idx").read_manifest()
+    assert summary.backend == manifest.backend == "onnx-int8"
+    assert manifest.backend_id.startswith("onnx-int8@") and manifest.backend_agreement["cosine_mean"] >= 0.99
+
+    auto = HybridSearcher(tmp_path / "idx", settings.replace("index", backend="auto"))
+    assert auto.encoder.backend_id == manifest.backend_id  # auto searches with the index's own backend
+    hits = auto.search("cordless drill", k=3).hits
+    assert hits[0].product_id in {"p01", "p12"}
+
+    torch_settings = settings.replace("index", backend="torch")
+    mixed = HybridSearcher(tmp_path / "idx", torch_settings)  # within the measured tolerance: allowed
+    assert [h.product_id for h in mixed.search("garden hose", k=2).hits][0] == "p04"
+    strict = torch_settings.replace("index", backend_min_cosine=0.99999)
+    with pytest.raises(IndexStateError, match="tolerance"):
+        HybridSearcher(tmp_path / "idx", strict)
+
+    again = Client(tmp_path / "idx", settings=settings.replace("index", backend="auto")).index(tiny_catalog)
+    assert again.backend == "onnx-int8" and again.embedded == 0  # auto keeps the index's backend
