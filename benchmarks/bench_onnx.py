@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -63,6 +64,9 @@ def _recipes() -> dict[str, Any]:
         "static QDQ, per-channel, minmax (fused graph, MatMul)": QuantRecipe(method="static", per_channel=True),
         "static QDQ, per-channel, entropy (plain graph)": QuantRecipe(method="static", per_channel=True, graph="plain",
                                                                       calibration="entropy"),
+        "fused, per-channel, SmoothQuant 0.5": QuantRecipe(per_channel=True, smooth=0.5),
+        "fused, per-channel, SmoothQuant 0.75 (shipped)": QuantRecipe(per_channel=True, smooth=0.75),
+        "fused, per-channel, SmoothQuant 0.9": QuantRecipe(per_channel=True, smooth=0.9),
         "weight-only int8, block 32": QuantRecipe(method="weight-only", bits=8, block_size=32),
         "weight-only int8, block 128": QuantRecipe(method="weight-only", bits=8, block_size=128),
         "weight-only int4, block 32": QuantRecipe(method="weight-only", bits=4, block_size=32),
@@ -270,7 +274,7 @@ def speed(only: tuple[str, ...], n_texts: int, source: str, catalog: str | None,
         pool = list(texts.values())
     sample = [pool[i] for i in rng.choice(len(pool), size=min(n_texts, len(pool)), replace=False)]
     query_texts = [queries[q] for q in sorted(queries)][:latency_queries]
-    wanted = only or ("fused, per-channel", "fp32 FFN output + last layer", "weight-only int8, block 32")
+    wanted = only or ("fused, per-channel", "fused, per-channel, SmoothQuant 0.75 (shipped)", "weight-only int8, block 32")
     fp32 = ensure_export(default_model_path(), "fp32", packaged=True)
     model = load_sentence_transformer(default_model_path())
     encoders: dict[str, Any] = {"torch fp32": load_encoder("default", "cpu"),
@@ -278,8 +282,8 @@ def speed(only: tuple[str, ...], n_texts: int, source: str, catalog: str | None,
                                                          variant="fp32", packaged=True)}
     with tempfile.TemporaryDirectory(prefix="sf-onnx-speed-", dir=workdir) as tmp:
         for name, recipe in _recipes().items():
-            if not any(w == name or (only and w in name) for w in wanted):
-                continue
+            if name not in wanted and not (only and any(w in name for w in wanted if w not in _recipes())):
+                continue  # an exact recipe name, or (with --only) a part of one
             path = Path(tmp) / f"{len(encoders)}.onnx"
             quantize(fp32.path.parent, path, recipe, model)
             export = ExportedModel("int8", path, _sha256(path), fp32.tokenizer, fp32.source_sha256, fp32.dim,
@@ -307,6 +311,104 @@ def speed(only: tuple[str, ...], n_texts: int, source: str, catalog: str | None,
     for name, row in rows.items():
         click.echo(f"{name:<52} {row['throughput']:8.1f} {row['speedup_vs_torch']:7.2f} {row['query_p50_ms']:9.2f}"
                    f" {row['query_p99_ms']:7.2f}")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=2))
+    click.echo(f"saved {out}")
+
+
+@cli.command()
+@click.option("--torch-index", type=click.Path(file_okay=False), required=True,
+              help="Full Home Depot index built with the torch backend (built here when missing).")
+@click.option("--int8-index", type=click.Path(file_okay=False), required=True,
+              help="Full Home Depot index built with onnx-int8 (built here when missing).")
+@click.option("--speed-products", type=int, default=8000, show_default=True,
+              help="Products indexed by each backend for the throughput ratio (same texts, same run).")
+@click.option("--latency-queries", type=int, default=500, show_default=True)
+@click.option("--split", "split_name", type=click.Choice(["test", "validation", "train"]), default="test",
+              show_default=True, help="Judged queries evaluated (benchmarks/splits.py).")
+@click.option("--out", type=click.Path(dir_okay=False), default=str(RESULTS / "onnx_homedepot.json"), show_default=True)
+def homedepot(torch_index: str, int8_index: str, speed_products: int, latency_queries: int, split_name: str,
+              out: str) -> None:
+    """The shipped int8 backend on Home Depot: indexing throughput against torch (same texts, same run),
+    query encoding and hybrid latency with the shipped defaults on the full index, and nDCG@10 of torch,
+    int8 and mixed (queries of one backend against vectors of the other) on the judged queries."""
+    from benchmarks.splits import split
+    from indexer.pipeline import run_index
+    from ranker.searcher import HybridSearcher
+    from shopfusion.client import Client
+    from shopfusion.config import Settings
+
+    defaults = Settings()
+    report: dict[str, Any] = {"environment": _environment(), "defaults": defaults.to_dict()["search"]}
+    for backend, directory in (("torch", torch_index), ("onnx-int8", int8_index)):
+        if not (Path(directory) / "manifest.json").is_file():
+            click.echo(f"building {directory} with {backend}", err=True)
+            summary = run_index(DATA / "products.jsonl", directory,
+                                settings=defaults.replace("index", backend=backend, device="cpu"))
+            report[f"full_index_{backend}"] = {"seconds": summary.seconds, "phases": summary.phases,
+                                               "products_per_second": round(summary.total / summary.seconds, 1)}
+
+    click.echo("indexing throughput, same texts, same run", err=True)
+    with tempfile.TemporaryDirectory(prefix="sf-hd-speed-") as tmp:
+        catalog = Path(tmp) / "catalog.jsonl"
+        with catalog.open("w") as handle, (DATA / "products.jsonl").open() as source:
+            for n, line in enumerate(source):
+                if n >= speed_products:
+                    break
+                handle.write(line)
+        rows = {}
+        for backend in ("torch", "onnx-int8", "torch", "onnx-int8"):  # twice each, interleaved
+            target = Path(tmp) / f"idx-{backend}-{len(rows)}"
+            summary = run_index(catalog, target, settings=defaults.replace("index", backend=backend, device="cpu"))
+            rate = summary.total / summary.seconds
+            rows.setdefault(backend, []).append(round(rate, 1))
+            click.echo(f"  {backend}: {rate:.1f} products/s (embed {summary.phases.get('embed')} s)", err=True)
+            shutil.rmtree(target, ignore_errors=True)
+    best = {backend: max(rates) for backend, rates in rows.items()}
+    report["indexing"] = {"products": speed_products, "products_per_second": rows,
+                          "ratio": round(best["onnx-int8"] / best["torch"], 2)}
+
+    texts, queries, qrels = load_homedepot()
+    rng = np.random.default_rng(0)
+    pool = sorted(queries)
+    sample = [queries[pool[i]] for i in rng.choice(len(pool), size=min(latency_queries, len(pool)), replace=False)]
+    report["latency"] = {}
+    for backend, directory in (("torch", torch_index), ("onnx-int8", int8_index)):
+        searcher = HybridSearcher(directory, defaults)
+        for text in sample[:20]:
+            searcher.search(text)
+        encode, hybrid = [], []
+        for text in sample:
+            started = time.perf_counter()
+            searcher.encoder.encode_query(text)
+            encode.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            searcher.search(text)
+            hybrid.append((time.perf_counter() - started) * 1000)
+        report["latency"][backend] = {"encode": _percentiles(encode), "hybrid": _percentiles(hybrid),
+                                      "index_backend": searcher.manifest.backend}
+        click.echo(f"  {backend}: {report['latency'][backend]}", err=True)
+        searcher.close()
+
+    judged = [q for q in split(qrels)[split_name] if q in queries]
+    query_map = {q: queries[q] for q in judged}
+    report["quality"] = {"split": split_name, "queries": len(judged), "runs": {}}
+    for name, directory, backend in (("torch", torch_index, "auto"), ("onnx-int8", int8_index, "auto"),
+                                     ("torch queries on the int8 index", int8_index, "torch"),
+                                     ("int8 queries on the torch index", torch_index, "onnx-int8")):
+        client = Client(directory, settings=defaults.replace("index", backend=backend, device="cpu"))
+        metrics = client.evaluate(query_map, {q: qrels[q] for q in judged}, runs=("hybrid", "dense"))["runs"]
+        report["quality"]["runs"][name] = metrics
+        click.echo(f"  {name}: hybrid nDCG@10 {metrics['hybrid']['ndcg@10']:.4f},"
+                   f" dense {metrics['dense']['ndcg@10']:.4f}", err=True)
+        client.close()
+    runs = report["quality"]["runs"]
+    report["quality"]["hybrid_delta_points"] = round(100 * (runs["onnx-int8"]["hybrid"]["ndcg@10"]
+                                                            - runs["torch"]["hybrid"]["ndcg@10"]), 2)
+    report["quality"]["dense_delta_points"] = round(100 * (runs["onnx-int8"]["dense"]["ndcg@10"]
+                                                           - runs["torch"]["dense"]["ndcg@10"]), 2)
+    report["environment"]["load_average_end"] = os.getloadavg()[0]
+    click.echo(json.dumps({k: report[k] for k in ("indexing", "latency", "quality")}, indent=2))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(report, indent=2))
     click.echo(f"saved {out}")
