@@ -222,6 +222,31 @@ def embed(workdir: str, size: str, max_texts: int, executor: str) -> None:
     click.echo(json.dumps(line))
 
 
+@cli.command("seed-vectors")
+@WORKDIR
+@SIZE
+def seed_vectors(workdir: str, size: str) -> None:
+    """Copy the vectors of `index-<size>` (built with the encoder) into the shared vector file, so the
+    texts it embedded are not embedded again by `embed` (the identity must match)."""
+    from indexer.stores.faiss_builder import text_hash_rows
+    from indexer.vectorfile import VectorFile
+
+    p = paths(workdir, size)
+    manifest = json.loads((p["index"] / "manifest.json").read_text())
+    identity = f"{manifest['model_id']} {manifest['backend_id']}"
+    target = VectorFile(p["vectors"], identity=identity, dim=int(manifest["dim"]), create=True)
+    source = _version_dir(p["index"]) / "vectors"
+    keys = text_hash_rows(source)
+    vectors = np.load(source / "vectors.npy", mmap_mode="r")
+    fresh = np.flatnonzero(target.find(keys) < 0)
+    _, first = np.unique(keys[fresh], return_index=True)
+    rows = np.sort(fresh[first])
+    for start in range(0, len(rows), 50_000):
+        chunk = rows[start:start + 50_000]
+        target.append([k.decode() for k in keys[chunk]], np.asarray(vectors[chunk]))
+    click.echo(json.dumps({"copied": int(len(rows)), "vector_file_rows": target.count(), "identity": identity}))
+
+
 # -- indexing ---------------------------------------------------------------------------------------------
 @cli.command()
 @WORKDIR
@@ -246,14 +271,9 @@ def index(workdir: str, size: str, use_vectors: bool, lexical: str, executor: st
             "--executor", executor]
     if use_vectors:
         args += ["--vectors", str(p["vectors"])]
-    env_path = os.environ.get("PYTHONPATH", "")
     if code:
-        os.environ["PYTHONPATH"] = os.pathsep.join([code, env_path]) if env_path else code
-        args += ["--before"]
-    try:
-        result = child(args)
-    finally:
-        os.environ["PYTHONPATH"] = env_path
+        args += ["--code", str(Path(code).resolve())]
+    result = child(args)
     result.update({"size": SIZES[size], "label": label, "environment": environment()})
     merge_result(f"index/{size}/{label}", result)
     click.echo(json.dumps(result, indent=2))
@@ -267,9 +287,16 @@ def index(workdir: str, size: str, use_vectors: bool, lexical: str, executor: st
 @click.option("--vectors", default=None)
 @click.option("--lexical", default="tantivy")
 @click.option("--executor", default="local")
-@click.option("--before", is_flag=True, help="The checkout on PYTHONPATH predates `vectors=`.")
-def index_child(catalog: str, index_dir: str, vectors: str | None, lexical: str, executor: str, before: bool) -> None:
+@click.option("--code", default=None, help="Another checkout to import shopfusion from (it predates `vectors=`).")
+def index_child(catalog: str, index_dir: str, vectors: str | None, lexical: str, executor: str,
+                code: str | None) -> None:
+    before = code is not None
+    if code is not None:
+        sys.path.insert(0, code)
     import indexer.pipeline as pipeline
+
+    if code is not None and not pipeline.__file__.startswith(code):
+        raise click.ClickException(f"imported {pipeline.__file__}, not the checkout in {code}")
 
     handler = PhaseLog()
     logging.getLogger("indexer.pipeline").addHandler(handler)
@@ -342,7 +369,8 @@ class VectorFileExecutor:
 @cli.command()
 @WORKDIR
 @SIZE
-@click.option("--kinds", default=",".join(KINDS), show_default=True)
+@click.option("--kinds", default=",".join(KINDS), show_default=True,
+              help="Kinds to build; `hnsw:efc40` (efConstruction) and `ivf:1024` (lists) are variants.")
 def ann(workdir: str, size: str, kinds: str) -> None:
     """Build each vector index kind from the current version's vectors (child process per kind)."""
     p = paths(workdir, size)
@@ -361,7 +389,8 @@ def ann_child(index_dir: str, kind: str) -> None:
     from shopfusion.config import IndexSettings
 
     source = _version_dir(Path(index_dir)) / "vectors"
-    target = Path(index_dir) / "ann" / kind
+    target = Path(index_dir) / "ann" / kind.replace(":", "-")
+    kind, _, variant = kind.partition(":")
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
@@ -375,12 +404,15 @@ def ann_child(index_dir: str, kind: str) -> None:
     if kind != "flat":
         import faiss
 
-        index = build_approximate(target / "vectors.npy", kind, hnsw_m=IndexSettings().hnsw_m)
+        ef_construction = int(variant[3:]) if variant.startswith("efc") else 80
+        nlist = int(variant) if kind == "ivf" and variant else None
+        index = build_approximate(target / "vectors.npy", kind, hnsw_m=IndexSettings().hnsw_m,  # type: ignore[arg-type]
+                                  ef_construction=ef_construction, nlist=nlist)
         faiss.write_index(index, str(target / f"{kind}.faiss"))
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     size_mb = (target / f"{kind}.faiss").stat().st_size / 2**20 if kind != "flat" else 0.0
-    print(json.dumps({"kind": kind, "count": count, "build_seconds": round(seconds, 2),
+    print(json.dumps({"kind": kind, "variant": variant, "count": count, "build_seconds": round(seconds, 2),
                       "peak_rss_mb": round(peak, 1), "index_file_mb": round(size_mb, 1)}))
 
 
@@ -446,12 +478,15 @@ def query_child(index_dir: str, n_queries: int, kinds: str) -> None:
     out["legs"]["lexical"] = percentiles(times)
     exact: list[list[str]] | None = None
     own = searcher.vectors
-    for kind in kinds.split(","):
-        directory = _version_dir(Path(index_dir)) / "vectors" if kind == own.kind else Path(index_dir) / "ann" / kind
+    for spec in kinds.split(","):
+        kind = spec.partition(":")[0]
+        directory = Path(index_dir) / "ann" / spec.replace(":", "-")
+        if spec == own.kind and not (directory / "meta.json").is_file():
+            directory = _version_dir(Path(index_dir)) / "vectors"
         if not (directory / "meta.json").is_file():
             continue
-        index = own if kind == own.kind else FaissVectorIndex(directory, ef_search=settings.index.hnsw_ef_search,
-                                                              nprobe=settings.index.ivf_nprobe)
+        index = own if directory.parent.name != "ann" else FaissVectorIndex(
+            directory, ef_search=settings.index.hnsw_ef_search, nprobe=settings.index.ivf_nprobe)
         index.search(vectors[0], depth)
         times, tops = [], []
         for vector in vectors:
@@ -459,7 +494,7 @@ def query_child(index_dir: str, n_queries: int, kinds: str) -> None:
             hits = index.search(vector, depth)
             times.append((time.perf_counter() - started) * 1000)
             tops.append([h.product_id for h in hits[:10]])
-        out["legs"][f"dense {kind}"] = percentiles(times)
+        out["legs"][f"dense {spec}"] = percentiles(times)
         if kind == "flat":
             exact = tops
         searcher.vectors = index
@@ -468,10 +503,10 @@ def query_child(index_dir: str, n_queries: int, kinds: str) -> None:
             started = time.perf_counter()
             searcher.search(text)
             times.append((time.perf_counter() - started) * 1000)
-        out["hybrid"][kind] = percentiles(times)
+        out["hybrid"][spec] = percentiles(times)
         if exact is not None and kind != "flat":
-            out["recall@10"][kind] = _recall(exact, tops)
-            out[f"sweep {kind}"] = _sweep(index, vectors, exact, kind)
+            out["recall@10"][spec] = _recall(exact, tops)
+            out[f"sweep {spec}"] = _sweep(index, vectors, exact, kind)
         if index is not own:
             del index
     print(json.dumps(out))

@@ -33,7 +33,7 @@ from shopfusion.errors import ConfigError
 
 VectorIndexKind = Literal["auto", "flat", "hnsw", "ivf"]
 EncoderBackend = Literal["auto", "torch", "onnx", "onnx-int8"]
-DEFAULT_BACKEND: EncoderBackend = "torch"
+DEFAULT_BACKEND: EncoderBackend = "auto"
 """The shipped `index.backend`. One constant, so that switching the default is a one-line change (the
 measurements behind each choice are in the README, "ONNX Runtime encoder")."""
 Analyzer = Literal["english", "standard"]
