@@ -121,9 +121,10 @@ class VectorIndexBuilder:
                 handle.close()
 
 
-def build_approximate(vectors: Path, kind: VectorKind, *, hnsw_m: int = 32, ef_construction: int = 80) -> Any:
-    """The HNSW or IVF index over a `.npy` matrix, fed from disk in chunks (IVF trained first on a seeded
-    sample of at most `IVF_TRAIN_SAMPLE` rows)."""
+def build_approximate(vectors: Path, kind: VectorKind, *, hnsw_m: int = 32, ef_construction: int = 80,
+                      nlist: int | None = None) -> Any:
+    """The HNSW or IVF index over a `.npy` matrix, fed from disk in chunks (IVF, with `nlist` lists,
+    default `ivf_lists(count)`, trained first on a seeded sample of at most `IVF_TRAIN_SAMPLE` rows)."""
     faiss = faiss_module()
     mapped = np.load(vectors, mmap_mode="r")  # only the header is read
     offset, (count, dim) = int(mapped.offset), mapped.shape
@@ -132,7 +133,8 @@ def build_approximate(vectors: Path, kind: VectorKind, *, hnsw_m: int = 32, ef_c
         index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = ef_construction
     elif kind == "ivf":
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, ivf_lists(count), faiss.METRIC_INNER_PRODUCT)
+        lists = nlist or ivf_lists(count)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(0)
         rows = np.arange(count) if count <= IVF_TRAIN_SAMPLE else np.sort(
             rng.choice(count, IVF_TRAIN_SAMPLE, replace=False))
