@@ -1,6 +1,6 @@
 """ONNX Runtime encoder: which int8 recipe, and what it costs in quality and buys in speed, on Home Depot.
 
-`recipes`: the quantisation study. Every recipe (`shopfusion.onnx_export.QuantRecipe`) is made from the
+`recipes`: the quantisation study. Every recipe (`shopfusion.onnx_quantize.QuantRecipe`) is made from the
 same fp32 export of the packaged MiniLM and measured in one run against torch fp32 on:
 
 - a corpus of Home Depot products: every product judged for the `validation` queries of
@@ -44,7 +44,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def _recipes() -> dict[str, Any]:
-    from shopfusion.onnx_export import QuantRecipe
+    from shopfusion.onnx_quantize import QuantRecipe
 
     last = ("layer.5/", "Attention_5")
     ffn_out = tuple(f"layer.{i}/output/dense" for i in range(6))
@@ -152,13 +152,8 @@ def recipes(corpus_size: int, speed_texts: int, latency_queries: int, batch_size
     from shopfusion.encoders import DEFAULT_MODEL_NAME, default_model_path, load_encoder
     from shopfusion.evaluation import evaluate
     from shopfusion.onnx_encoder import OnnxEncoder
-    from shopfusion.onnx_export import (
-        ExportedModel,
-        _sha256,
-        ensure_export,
-        load_sentence_transformer,
-        quantize,
-    )
+    from shopfusion.onnx_export import ExportedModel, _sha256, ensure_export, load_sentence_transformer
+    from shopfusion.onnx_quantize import quantize
 
     texts, queries, qrels = load_homedepot()
     validation = [q for q in split(qrels)["validation"] if q in queries]
@@ -251,13 +246,8 @@ def speed(only: tuple[str, ...], n_texts: int, source: str, catalog: str | None,
     machine's load drifts; each backend's median over the rounds is reported)."""
     from shopfusion.encoders import DEFAULT_MODEL_NAME, default_model_path, load_encoder
     from shopfusion.onnx_encoder import OnnxEncoder
-    from shopfusion.onnx_export import (
-        ExportedModel,
-        _sha256,
-        ensure_export,
-        load_sentence_transformer,
-        quantize,
-    )
+    from shopfusion.onnx_export import ExportedModel, _sha256, ensure_export, load_sentence_transformer
+    from shopfusion.onnx_quantize import quantize
 
     texts, queries, _ = load_homedepot()
     rng = np.random.default_rng(0)
