@@ -404,6 +404,22 @@ def homedepot(torch_index: str, int8_index: str, speed_products: int, latency_qu
     click.echo(f"saved {out}")
 
 
+@cli.command()
+@click.option("--recipes", "recipes_file", type=click.Path(dir_okay=False), default=str(RESULTS / "onnx_recipes.json"))
+def report(recipes_file: str) -> None:
+    """The study as a Markdown table (quality columns: load-independent)."""
+    data = json.loads(Path(recipes_file).read_text())
+    click.echo("| recipe | cosine mean | cosine p01 | query cosine | top-10 overlap | nDCG@10 | batch |")
+    click.echo("|---|---|---|---|---|---|---|")
+    for name, row in data["rows"].items():
+        if "error" in row:
+            click.echo(f"| {name} | failed: {row['error'][:60]} | | | | | |")
+            continue
+        click.echo(f"| {name} | {row.get('product_cosine_mean', 1.0):.4f} | {row.get('product_cosine_p01', 1.0):.4f} |"
+                   f" {row.get('query_cosine_mean', 1.0):.4f} | {row.get('top10_overlap', 1.0):.3f} |"
+                   f" {row['ndcg@10']:.4f} | {row.get('batch_cosine_min', 1.0):.4f} |")
+
+
 def _measure(encoder: Any, corpus_texts: list[str], query_texts: list[str], ids: list[str], qids: list[str],
              qrels: dict[str, dict[str, float]], ref_corpus: np.ndarray, ref_queries: np.ndarray,
              ref_top: np.ndarray, speed_sample: list[str], latency_sample: list[str], batch_size: int
