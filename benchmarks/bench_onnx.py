@@ -67,6 +67,12 @@ def _recipes() -> dict[str, Any]:
         "fused, per-channel, SmoothQuant 0.5": QuantRecipe(per_channel=True, smooth=0.5),
         "fused, per-channel, SmoothQuant 0.75 (shipped)": QuantRecipe(per_channel=True, smooth=0.75),
         "fused, per-channel, SmoothQuant 0.9": QuantRecipe(per_channel=True, smooth=0.9),
+        "fused, per-channel, SmoothQuant 0.7": QuantRecipe(per_channel=True, smooth=0.7),
+        "fused, per-channel, SmoothQuant 0.8": QuantRecipe(per_channel=True, smooth=0.8),
+        "fused, per-channel, SmoothQuant 0.75, fp32 last FFN output":
+            QuantRecipe(per_channel=True, smooth=0.75, keep_fp32=("layer.5/output/dense",)),
+        "fused, per-channel, SmoothQuant 0.75, fp32 FFN output": QuantRecipe(per_channel=True, smooth=0.75,
+                                                                             keep_fp32=ffn_out),
         "weight-only int8, block 32": QuantRecipe(method="weight-only", bits=8, block_size=32),
         "weight-only int8, block 128": QuantRecipe(method="weight-only", bits=8, block_size=128),
         "weight-only int4, block 32": QuantRecipe(method="weight-only", bits=4, block_size=32),
@@ -249,6 +255,7 @@ def speed(only: tuple[str, ...], n_texts: int, source: str, catalog: str | None,
     from shopfusion.onnx_export import ExportedModel, _sha256, ensure_export, load_sentence_transformer
     from shopfusion.onnx_quantize import quantize
 
+    environment = _environment()
     texts, queries, _ = load_homedepot()
     rng = np.random.default_rng(0)
     if source == "scale":
@@ -294,7 +301,7 @@ def speed(only: tuple[str, ...], n_texts: int, source: str, catalog: str | None,
                    "query_p50_ms": statistics.median(r["p50_ms"] for r in latency[name]),
                    "query_p99_ms": statistics.median(r["p99_ms"] for r in latency[name])}
             for name, values in throughput.items()}
-    report = {"environment": _environment(), "source": source, "texts": len(sample), "batch_size": batch_size,
+    report = {"environment": environment, "source": source, "texts": len(sample), "batch_size": batch_size,
               "rounds": rounds, "rows": rows}
     report["environment"]["load_average_end"] = os.getloadavg()[0]
     click.echo(f"\n{'backend':<52} {'texts/s':>8} {'x torch':>7} {'query p50':>9} {'p99':>7}")
