@@ -141,3 +141,22 @@ def test_index_records_the_backend_and_search_checks_the_tolerance(tmp_path: Pat
 
     again = Client(tmp_path / "idx", settings=settings.replace("index", backend="auto")).index(tiny_catalog)
     assert again.backend == "onnx-int8" and again.embedded == 0  # auto keeps the index's backend
+
+
+def test_smoothquant_leaves_the_fp32_function_unchanged(packaged) -> None:
+    """SmoothQuant only rescales (X / s)(s W): before quantisation the graph computes the same vectors."""
+    import onnx
+    import onnxruntime as ort
+
+    from shopfusion.onnx_quantize import _token_feeds, smooth
+
+    export = packaged["fp32"].export
+    graph = onnx.load(str(export.path), load_external_data=False)
+    smoothed = smooth(graph, export.tokenizer, 0.7, probe_texts()[:20], set())
+    muls = [n for n in smoothed.graph.node if n.name.endswith("_smooth")]
+    assert len(muls) == 24  # 6 layers: fused QKV, attention output, FFN in, FFN out
+    feeds = list(_token_feeds(export.tokenizer, TEXTS, {"input_ids", "attention_mask", "token_type_ids"}))
+    before = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    after = ort.InferenceSession(smoothed.SerializeToString(), providers=["CPUExecutionProvider"])
+    for feed in feeds:
+        np.testing.assert_allclose(after.run(None, feed)[0], before.run(None, feed)[0], atol=1e-4)
