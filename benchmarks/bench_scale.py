@@ -90,7 +90,11 @@ class RssSampler:
                 self._stop.wait(self.interval)
 
     def peak_between(self, start: float, end: float) -> float:
+        """Largest sample in [start, end]; for a window shorter than the interval, the sample just
+        before it ended (what the process held then)."""
         inside = [rss for t, rss in self.samples if start <= t <= end]
+        if not inside:
+            inside = [rss for t, rss in self.samples if t <= end][-1:]
         return round(max(inside) / 2**20, 1) if inside else 0.0
 
 
