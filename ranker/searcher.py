@@ -8,6 +8,7 @@ list only; candidates the index lacks are scored from the text they come with.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from ranker.policy import Decision, Policy, PolicyRow, load_policy
 from shopfusion.config import Settings
 from shopfusion.encoders import Encoder, load_encoder
 from shopfusion.errors import QueryError
-from shopfusion.types import Candidate, Filters, Hit, LegHit, LegScore, Product, Results
+from shopfusion.types import Candidate, Filters, Hit, LegHit, LegScore, Product, Results, Unscored
 
 Mode = Literal["hybrid", "lexical", "dense"]
 ENGINE_LEG = "engine"
@@ -125,7 +126,8 @@ class HybridSearcher:
         Candidates the index holds are scored by its BM25 and its stored vectors. Candidates it lacks
         are scored from the `product` they carry; then every candidate is scored by BM25 over the
         candidate pool so that the lexical scores stay comparable. A candidate neither indexed nor
-        carrying a product can only score 0 and keeps its original relative order. Scores that the
+        carrying a product cannot be scored: it is left out of the hits and listed in `unscored` with
+        the reason (never silently scored 0). Scores that the
         other engine sent form a third leg, `engine`, weighted by `engine_weight` (0: shown, not counted).
         """
         query = query.strip()
@@ -142,6 +144,9 @@ class HybridSearcher:
                                        "candidates": len(unique)}, decision.intent, decision.row.message)
         known = self.store.get_many(list(unique))
         extra = {pid: c.product for pid, c in unique.items() if pid not in known and c.product is not None}
+        unscored = tuple(Unscored(pid, "not in the index, and " + (c.note or "it carries no title or text"))
+                         for pid, c in unique.items() if pid not in known and pid not in extra)
+        order = {pid: i for pid, i in order.items() if pid in known or pid in extra}
 
         lexical_scores = self._pool_lexical(query, known, extra) if extra else self.lexical.score(query, list(known))
         dense_scores = self.vectors.score(vector, list(known))
@@ -152,7 +157,7 @@ class HybridSearcher:
         legs = {"lexical": _ranked(lexical_scores), "dense": _ranked(dense_scores)}
         row = decision.row
         fusion = row.fusion
-        engine_scores = {pid: c.score for pid, c in unique.items() if c.score is not None}
+        engine_scores = {pid: c.score for pid, c in unique.items() if c.score is not None and pid in order}
         if engine_scores:
             legs[ENGINE_LEG] = _ranked(engine_scores)  # type: ignore[arg-type]
             fusion = fusion.__class__(**{**fusion.__dict__,
@@ -160,8 +165,13 @@ class HybridSearcher:
         fused = fuse(legs, fusion, order=order)
         results = self._results(query, fused, Decision(decision.intent, row), "rerank", explain, extra)
         info = {**results.fusion, "mode": "rerank", "candidates": len(unique), "indexed": len(known),
-                "scored_from_text": len(extra), "unscorable": len(unique) - len(known) - len(extra)}
-        return Results(results.query, results.hits, info, results.intent, results.message)
+                "scored_from_text": len(extra), "unscorable": len(unscored)}
+        warnings = results.warnings
+        if unscored:
+            warnings += (f"{len(unscored)} of {len(unique)} candidates could not be scored and are left out of"
+                         " the hits (see `unscored`): send their title or text, or name the source field"
+                         " that holds it with `fields`",)
+        return dataclasses.replace(results, fusion=info, warnings=warnings, unscored=unscored)
 
     def _pool_lexical(self, query: str, known: dict[str, Product], extra: dict[str, Product]) -> dict[str, float]:
         from indexer.stores.tantivy_store import pool_index

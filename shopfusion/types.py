@@ -21,6 +21,9 @@ from typing import Any, Literal
 CATEGORY_SEPARATOR = " > "
 
 LegName = Literal["lexical", "dense", "engine"]
+RESULTS_SCHEMA = "shopfusion.results/1"
+"""The version of `Results.to_dict()` (the CLI's `--json` and the HTTP API's bodies). Adding a field keeps
+the version; renaming or removing one, or changing a meaning, bumps it."""
 FusionMethod = Literal["rrf", "linear"]
 Normalization = Literal["minmax", "zscore"]
 
@@ -223,16 +226,28 @@ class Results:
     intent: Intent | None = None
     message: str | None = None
     warnings: tuple[str, ...] = ()
+    unscored: tuple[Unscored, ...] = ()
+    """Re-rank candidates that could not be scored (not in the index and no text): left out of `hits`."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "schema": RESULTS_SCHEMA,
             "query": self.query,
             "intent": asdict(self.intent) if self.intent else None,
             "fusion": dict(self.fusion),
             "message": self.message,
             "warnings": list(self.warnings),
             "hits": [hit.to_dict() for hit in self.hits],
+            "unscored": [asdict(u) for u in self.unscored],
         }
+
+
+@dataclass(frozen=True)
+class Unscored:
+    """A re-rank candidate left out of the results, and why (so nothing is silently scored 0)."""
+
+    product_id: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -243,6 +258,8 @@ class Candidate:
     product_id: str
     score: float | None = None
     product: Product | None = None
+    note: str | None = None
+    """Why it carries no product (set by `shopfusion.candidates`); reported if the index lacks it too."""
 
 
 @dataclass(frozen=True)
