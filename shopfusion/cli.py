@@ -380,6 +380,47 @@ def worker(ctx: click.Context, concurrency: int | None, loglevel: str) -> None:
     _run(start)
 
 
+# -- serve ------------------------------------------------------------------------------------------
+@main.command()
+@INDEX_OPTION
+@click.option("--host", help="Address to listen on (default service.host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default service.port, 8000).")
+@click.option("--workers", type=click.IntRange(min=1), help="Server processes (default service.workers, 1).")
+@click.option("--api-key-env", metavar="VAR",
+              help="Read the bearer API key from this environment variable (default SHOPFUSION_SERVICE_API_KEY).")
+@click.option("--log-queries", is_flag=True, default=None, help="Put query text in the access log (off by default).")
+@click.pass_context
+def serve(ctx: click.Context, index_dir: str, host: str | None, port: int | None, workers: int | None,
+          api_key_env: str | None, log_queries: bool | None) -> None:
+    """Serve search and re-ranking over HTTP: POST /search, POST /rerank, GET /health, /ready, /metrics.
+
+    The index and the model load once per worker; a version published by `shopfusion index` is picked up
+    without a restart. OpenAPI at /openapi.json, interactive docs at /docs. Needs the `serve` extra.
+    """
+    import os
+
+    def key_from_env() -> str | None:
+        if not api_key_env:
+            return None
+        value = os.environ.get(api_key_env)
+        if not value:
+            from shopfusion.errors import ConfigError
+
+            raise ConfigError(f"--api-key-env {api_key_env}: that environment variable is empty or unset")
+        return value
+
+    api_key = _run(key_from_env)
+    settings = _run(lambda: _settings(ctx, service=dict(host=host, port=port, workers=workers, api_key=api_key,
+                                                        log_queries=log_queries)))
+
+    def start() -> None:
+        from shopfusion.service.server import serve as run_server
+
+        run_server(index_dir, settings, config=ctx.obj.get("config"))
+
+    _run(start)
+
+
 # -- config -----------------------------------------------------------------------------------------
 @main.command("config")
 @click.pass_context
