@@ -201,8 +201,12 @@ def _candidate(product_id: str, score: float | None, source: Mapping[str, Any], 
         present = sorted(str(key) for key in source if key not in {"_id", "_score"})
         shown = ", ".join(present[:MAX_NOTE_FIELDS]) + (", ..." if len(present) > MAX_NOTE_FIELDS else "")
         wanted = "`/`".join(fields.paths["title"])
-        note = (f"its source has no `{wanted}` or text" + (f" (its fields: {shown}); name the title field with"
-                f' fields, e.g. {{"title": "{present[0]}"}}' if present else " (no product fields were sent)"))
+        texts = [key for key in present if isinstance(source.get(key), str)]
+        likely = sorted(texts, key=lambda key: ("name" not in key.lower() and "title" not in key.lower(),
+                                                present.index(key)))
+        note = f"its source has no `{wanted}` or text" + (
+            f" (its fields: {shown}); name the title field with fields, e.g. {{\"title\": \"{likely[0]}\"}}"
+            if likely else f" (its fields: {shown})" if present else " (no product fields were sent)")
         return Candidate(product_id, score, None, note)
     data: dict[str, Any] = {"id": product_id, "title": _joined(title if not _blank(title) else text)}
     for key, target in (("description", "description"), ("brand", "brand"), ("category", "category_path"),
