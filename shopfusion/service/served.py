@@ -104,9 +104,9 @@ class ServedIndex:
                 return False
             try:
                 generation = self._load()
-            except ShopfusionError as exc:
+            except Exception as exc:
                 self._seen = signature  # retried when the manifest changes again, not in a hot loop
-                self.error = str(exc) if self._current is None else None
+                self.error = f"{type(exc).__name__}: {exc}" if self._current is None else None
                 log.error("index version not loaded, still serving %s: %s",
                           self._current.version if self._current else "nothing", exc)
                 raise

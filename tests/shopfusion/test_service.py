@@ -329,3 +329,15 @@ def test_sigterm_lets_requests_in_flight_finish(tmp_path: Path, served_index: Pa
     assert len(replies) == 4 and all(isinstance(r, Reply) and r.status == 200 for r in replies), replies
     assert all(len(r.json()["hits"]) == 3000 for r in replies if isinstance(r, Reply))
     assert "Shutting down" in server.log()
+
+
+def test_api_key_is_never_shown_by_config_or_repr() -> None:
+    from click.testing import CliRunner
+
+    from shopfusion.cli import main
+
+    settings = load_settings(env={"SHOPFUSION_SERVICE_API_KEY": "hunter2-key"})
+    assert settings.service.api_key == "hunter2-key"
+    assert "hunter2-key" not in repr(settings) and "hunter2-key" not in json.dumps(settings.to_dict())
+    result = CliRunner(env={"SHOPFUSION_SERVICE_API_KEY": "hunter2-key"}).invoke(main, ["config"])
+    assert result.exit_code == 0 and "hunter2-key" not in result.output and '"max_body_bytes"' in result.output
