@@ -341,3 +341,16 @@ def test_api_key_is_never_shown_by_config_or_repr() -> None:
     assert "hunter2-key" not in repr(settings) and "hunter2-key" not in json.dumps(settings.to_dict())
     result = CliRunner(env={"SHOPFUSION_SERVICE_API_KEY": "hunter2-key"}).invoke(main, ["config"])
     assert result.exit_code == 0 and "hunter2-key" not in result.output and '"max_body_bytes"' in result.output
+
+
+def test_two_workers_share_the_port_and_sum_their_metrics(served_index: Path, tmp_path: Path) -> None:
+    with running_server(served_index, tmp_path / "workers.log", {"SHOPFUSION_SERVICE_WORKERS": "2"}) as server:
+        deadline = time.monotonic() + 60  # /ready answered by one worker: wait until both have loaded
+        while server.request("GET", "/metrics").body.decode().count("shopfusion_index_info{") < 2:
+            assert time.monotonic() < deadline, server.log()[-2000:]
+            time.sleep(0.1)
+        for _ in range(6):
+            assert server.post("/search", {"query": "drill"}).status == 200
+        metrics = server.request("GET", "/metrics").body.decode()
+        assert 'shopfusion_requests_total{endpoint="/search",status="200"} 6.0' in metrics
+        assert metrics.count('shopfusion_index_info{model_id="hash:32",pid=') == 2
