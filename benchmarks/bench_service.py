@@ -3,8 +3,8 @@
 For `/search` (k 10) and `/rerank` (50 candidates, sent as the Elasticsearch `_search` response body a
 search engine would forward: `_id`, `_score`, `_source.title`), a bounded load generator on loopback
 (keep-alive connections, one per client thread) runs at concurrency 1, 4 and 16; the in-process
-`Client` answers the same requests sequentially in the same run (before and after the HTTP runs, so the
-machine's load is seen both ways). Reported: requests/s, p50 and p99 latency, errors. With `--compare-batching`
+`Client` answers the same requests in the same run, alternating request by request with the HTTP path at
+concurrency 1 (so both see the same machine load; the overhead is the median paired difference). Reported: requests/s, p50 and p99 latency, errors. With `--compare-batching`
 a second server with `service.micro_batch = false` is measured at the highest concurrency.
 
     python benchmarks/bench_service.py --index /path/to/hd-index --requests 300
@@ -78,22 +78,6 @@ def _es_bodies(client: Any, queries: list[str], depth: int) -> list[dict[str, An
                            {"_index": "products", "_id": h.product_id, "_score": h.score,
                             "_source": {"title": products[h.product_id].title}} for h in hits]}})
     return bodies
-
-
-def _in_process(client: Any, searches: list[str], reranks: list[tuple[str, dict]]) -> dict[str, Any]:
-    out = {}
-    for name, calls in (("search", [lambda q=q: client.search(q, k=10) for q in searches]),
-                        ("rerank", [lambda q=q, b=b: client.rerank(q, b) for q, b in reranks])):
-        for call in calls[:10]:
-            call()
-        latencies = []
-        start = time.perf_counter()
-        for call in calls:
-            t0 = time.perf_counter()
-            call()
-            latencies.append(time.perf_counter() - t0)
-        out[name] = _summary(latencies, time.perf_counter() - start, 0)
-    return out
 
 
 class Server:
@@ -170,6 +154,41 @@ def _load(port: int, path: str, bodies: list[bytes], concurrency: int) -> dict[s
     return result
 
 
+def _paired(client: Any, port: int, searches: list[str], reranks: list[tuple[str, dict]]) -> dict[str, Any]:
+    """Concurrency 1, request by request: the in-process call and the same request over HTTP, alternating
+    which goes first, so both see the same machine load; the overhead is the median paired difference."""
+    out: dict[str, Any] = {}
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    work = {"search": [(lambda q=q: client.search(q, k=10), ("/search", json.dumps({"query": q, "k": 10})))
+                       for q in searches],
+            "rerank": [(lambda q=q, b=b: client.rerank(q, b), ("/rerank", json.dumps({"query": q, "candidates": b})))
+                       for q, b in reranks]}
+    for name, calls in work.items():
+        local: list[float] = []
+        remote: list[float] = []
+        errors = 0
+        for i, (call, (path, body)) in enumerate(calls):
+            for first in ((0, 1) if i % 2 == 0 else (1, 0)):
+                t0 = time.perf_counter()
+                if first == 0:
+                    call()
+                    local.append(time.perf_counter() - t0)
+                else:
+                    connection.request("POST", path, body=body.encode(), headers={"Content-Type": "application/json"})
+                    response = connection.getresponse()
+                    response.read()
+                    if response.status != 200:
+                        errors += 1
+                    remote.append(time.perf_counter() - t0)
+        out[name] = {"in_process": _summary(local[10:], sum(local[10:]), 0),
+                     "http": _summary(remote[10:], sum(remote[10:]), errors),
+                     "overhead_p50_ms": round(statistics.median(
+                         r - lo for r, lo in zip(remote[10:], local[10:], strict=True)) * 1000, 3)}
+        click.echo(f"  paired {name}: {out[name]}", err=True)
+    connection.close()
+    return out
+
+
 def _http_runs(port: int, searches: list[str], reranks: list[tuple[str, dict]], levels: tuple[int, ...]) -> dict:
     search_bodies = [json.dumps({"query": q, "k": 10}).encode() for q in searches]
     rerank_bodies = [json.dumps({"query": q, "candidates": b}).encode() for q, b in reranks]
@@ -212,13 +231,14 @@ def main(index_dir: str, n_requests: int, candidates: int, levels: str, compare_
                         "torch_threads": torch.get_num_threads(), "load_before": os.getloadavg(),
                         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     }
-    click.echo("in-process client (before)", err=True)
-    report["in_process_before"] = _in_process(client, searches, reranks)
-    click.echo(f"  {report['in_process_before']}", err=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     server = Server(index_dir, {}, RESULTS / f"bench_service-{stamp}-server.log")
     try:
+        click.echo("concurrency 1, in-process and HTTP alternating", err=True)
+        for call in [lambda q=q: client.search(q, k=10) for q in searches[:10]]:
+            call()
+        report["paired"] = _paired(client, server.port, searches, reranks)
         click.echo("HTTP, micro-batching on (default)", err=True)
         report["http"] = _http_runs(server.port, searches, reranks, level_list)
     finally:
@@ -232,8 +252,6 @@ def main(index_dir: str, n_requests: int, candidates: int, levels: str, compare_
             report["http_no_batching"] = _http_runs(server.port, searches, reranks, top)
         finally:
             server.stop()
-    click.echo("in-process client (after)", err=True)
-    report["in_process_after"] = _in_process(client, searches, reranks)
     client.close()
     report["environment"]["load_after"] = os.getloadavg()
     _print(report, level_list)
@@ -243,22 +261,22 @@ def main(index_dir: str, n_requests: int, candidates: int, levels: str, compare_
 
 
 def _print(report: dict[str, Any], levels: tuple[int, ...]) -> None:
-    click.echo(f"\n{'endpoint':<8} {'run':<26} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    click.echo(f"\n{'endpoint':<8} {'run':<30} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
     for name in ("search", "rerank"):
-        rows = [("in-process (before)", report["in_process_before"][name]),
-                ("in-process (after)", report["in_process_after"][name])]
+        paired = report["paired"][name]
+        rows = [("in-process, c=1 (paired)", paired["in_process"]), ("HTTP, c=1 (paired)", paired["http"])]
         rows += [(f"HTTP c={level}", report["http"][name][str(level)]) for level in levels]
         if "http_no_batching" in report:
             for level, row in report["http_no_batching"][name].items():
                 rows.append((f"HTTP c={level}, no batching", row))
         for label, row in rows:
-            click.echo(f"{name:<8} {label:<26} {row['rps']:>8.1f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
+            click.echo(f"{name:<8} {label:<30} {row['rps']:>8.1f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
                        f" {row['errors']:>6}")
-        base = min(report["in_process_before"][name]["p50_ms"], report["in_process_after"][name]["p50_ms"])
-        http1 = report["http"][name][str(levels[0])]
+        first = report["http"][name][str(levels[0])]
         top = report["http"][name][str(levels[-1])]
-        click.echo(f"{name:<8} HTTP overhead at c={levels[0]}: {http1['p50_ms'] - base:+.2f} ms p50 (goal <= 2);"
-                   f" c={levels[-1]} vs c={levels[0]} throughput x{top['rps'] / http1['rps']:.2f}, errors {top['errors']}")
+        click.echo(f"{name:<8} HTTP overhead at c=1: {paired['overhead_p50_ms']:+.2f} ms (median paired difference;"
+                   f" goal <= 2); c={levels[-1]} vs c={levels[0]} throughput x{top['rps'] / first['rps']:.2f},"
+                   f" errors {top['errors']}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 CATEGORY_SEPARATOR = " > "
@@ -66,7 +66,7 @@ class Product:
         return " | ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = _fields(self)  # every field, without asdict's deep copy (this runs per hit per response)
         data["category_path"] = list(self.category_path)
         data["attributes"] = dict(self.attributes)
         return data
@@ -90,6 +90,11 @@ class Product:
     def text_hash(self) -> str:
         """Hash of the embedded text only: a product whose text is unchanged is never re-embedded."""
         return _sha(self.embedding_text())
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    """A dataclass's fields as a dict, one level deep (asdict copies recursively: 10x slower)."""
+    return {f.name: getattr(value, f.name) for f in fields(value)}
 
 
 def _sha(text: str) -> str:
@@ -198,7 +203,7 @@ class Hit:
         if self.product is not None:
             data["product"] = self.product.to_dict()
         if self.legs is not None:
-            data["legs"] = {name: asdict(leg) for name, leg in self.legs.items()}
+            data["legs"] = {name: _fields(leg) for name, leg in self.legs.items()}
         return data
 
 
@@ -238,7 +243,7 @@ class Results:
             "message": self.message,
             "warnings": list(self.warnings),
             "hits": [hit.to_dict() for hit in self.hits],
-            "unscored": [asdict(u) for u in self.unscored],
+            "unscored": [_fields(u) for u in self.unscored],
         }
 
 

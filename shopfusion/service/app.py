@@ -192,9 +192,13 @@ def _filters(body: FiltersBody | None) -> Filters | None:
                    price_max=body.price_max)
 
 
-def _results(results: Results, generation_version: str | None = None) -> JSONResponse:
+def _results(results: Results, generation_version: str | None = None) -> Response:
+    """`Results.to_dict()` as it is (no response model: new fields pass through), encoded with orjson."""
+    import orjson
+
     headers = {"X-Index-Version": generation_version} if generation_version else None
-    return JSONResponse(results.to_dict(), headers=headers)
+    body = orjson.dumps(results.to_dict(), option=orjson.OPT_NON_STR_KEYS)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 # -- middleware ----------------------------------------------------------------------------------------

@@ -54,5 +54,6 @@ def serve(index_dir: str | os.PathLike[str], settings: Settings, *, config: str 
         os.environ["SHOPFUSION_CONFIG"] = str(Path(config).resolve())
     with tempfile.TemporaryDirectory(prefix="shopfusion-metrics-") as metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        # a worker importing torch on a busy machine can miss uvicorn's 5 s liveness ping and be restarted
         uvicorn.run("shopfusion.service.app:app_from_environment", factory=True, workers=service.workers,
-                    **options)  # type: ignore[arg-type]
+                    timeout_worker_healthcheck=30, **options)  # type: ignore[arg-type]
