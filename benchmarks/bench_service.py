@@ -26,6 +26,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -233,7 +234,9 @@ def main(index_dir: str, n_requests: int, candidates: int, levels: str, compare_
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    server = Server(index_dir, {}, RESULTS / f"bench_service-{stamp}-server.log")
+    logs = Path(tempfile.mkdtemp(prefix="bench_service-"))
+    click.echo(f"server logs in {logs}", err=True)
+    server = Server(index_dir, {}, logs / "server.log")
     try:
         click.echo("concurrency 1, in-process and HTTP alternating", err=True)
         for call in [lambda q=q: client.search(q, k=10) for q in searches[:10]]:
@@ -246,7 +249,7 @@ def main(index_dir: str, n_requests: int, candidates: int, levels: str, compare_
     if compare_batching:
         top = (max(level_list),)
         server = Server(index_dir, {"SHOPFUSION_SERVICE_MICRO_BATCH": "false"},
-                        RESULTS / f"bench_service-{stamp}-server-nobatch.log")
+                        logs / "server-nobatch.log")
         try:
             click.echo("HTTP, micro-batching off", err=True)
             report["http_no_batching"] = _http_runs(server.port, searches, reranks, top)
