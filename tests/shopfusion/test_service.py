@@ -354,3 +354,30 @@ def test_two_workers_share_the_port_and_sum_their_metrics(served_index: Path, tm
         metrics = server.request("GET", "/metrics").body.decode()
         assert 'shopfusion_requests_total{endpoint="/search",status="200"} 6.0' in metrics
         assert metrics.count('shopfusion_index_info{model_id="hash:32",pid=') >= 2  # one series per worker pid
+
+
+def test_not_ready_until_an_index_is_published(tmp_path: Path) -> None:
+    """No index yet: live but not ready, work is refused with 503 + Retry-After; the first published
+    version is picked up without a restart."""
+    index_dir = tmp_path / "later"
+    server = Server(index_dir, tmp_path / "later.log")
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if server.request("GET", "/health").status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and server.process.poll() is None, server.log()
+            time.sleep(0.1)
+        ready = server.request("GET", "/ready")
+        assert ready.status == 503 and "shopfusion index" in ready.json()["reason"]
+        refused = server.post("/search", {"query": "drill"})
+        assert refused.status == 503 and refused.headers["retry-after"] == "1"
+        assert "shopfusion index" in error(refused)["message"]
+        build_index(index_dir).close()
+        _wait_for_version(server, "v000001")
+        assert server.post("/search", {"query": "drill"}).status == 200
+    finally:
+        server.stop()
