@@ -358,6 +358,9 @@ def eval_command(ctx: click.Context, index_dir: str, queries: str, qrels: str, m
     lines.append(f"{'run':<8} {'nDCG@10':>8} {'R@100':>8} {'MRR':>8}")
     for name, metrics in report["runs"].items():
         lines.append(f"{name:<8} {metrics['ndcg@10']:8.4f} {metrics['recall@100']:8.4f} {metrics['mrr']:8.4f}")
+    models = report.get("models", {})
+    lines.append(f"index {models.get('index_version')}, encoder {models.get('encoder')}, policy {models.get('policy')}")
+    lines += [f"warning: {w}" for w in report.get("warnings", [])]
     _emit(as_json, report, "\n".join(lines))
 
 
