@@ -232,7 +232,8 @@ class Results:
     message: str | None = None
     warnings: tuple[str, ...] = ()
     unscored: tuple[Unscored, ...] = ()
-    """Re-rank candidates that could not be scored (not in the index and no text): left out of `hits`."""
+    """Re-rank candidates that could not be scored (not in the index and no text), and why; they are the
+    last hits, in the caller's order (re-ranking never drops a candidate)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -249,7 +250,7 @@ class Results:
 
 @dataclass(frozen=True)
 class Unscored:
-    """A re-rank candidate left out of the results, and why (so nothing is silently scored 0)."""
+    """A re-rank candidate that could not be scored, and why (so nothing is silently scored 0)."""
 
     product_id: str
     reason: str

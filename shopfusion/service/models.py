@@ -96,7 +96,7 @@ RESULTS_JSON_SCHEMA: dict[str, Any] = {
         "hits": {"type": "array", "items": {"type": "object", "additionalProperties": True, "properties": {
             "product_id": {"type": "string"}, "score": {"type": "number"}, "rank": {"type": "integer"},
             "product": {"type": "object"}, "legs": {"type": "object", "additionalProperties": LEG}}}},
-        "unscored": {"type": "array", "description": "Re-rank candidates that could not be scored, and why.",
+        "unscored": {"type": "array", "description": "Re-rank candidates that could not be scored, and why (they are the last hits).",
                      "items": {"type": "object", "properties": {"product_id": {"type": "string"},
                                                                 "reason": {"type": "string"}}}},
     },
