@@ -68,8 +68,10 @@ class SearchSettings:
     depth: int = 200
     """Candidates each leg retrieves before fusion."""
     fusion: Literal["rrf", "linear"] = "linear"
-    alpha: float = 0.5
-    """Linear fusion: weight of the dense leg; the lexical leg gets 1 - alpha."""
+    alpha: float = 0.3
+    """Linear fusion: weight of the dense leg; the lexical leg gets 1 - alpha. 0.3 was the best static
+    alpha on the Home Depot train queries with the packaged encoder (benchmarks/bench_model_chain.py); the
+    shipped fusion policy's default row uses the same number."""
     normalization: Literal["minmax", "zscore"] = "minmax"
     rrf_k: float = 60.0
     policy: str = "default"

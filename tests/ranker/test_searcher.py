@@ -27,7 +27,7 @@ def test_hybrid_search_returns_products_and_breakdown(searcher: HybridSearcher) 
     for hit in results.hits:
         assert set(hit.legs) == {"lexical", "dense"}
         assert hit.score == pytest.approx(sum(leg.contribution for leg in hit.legs.values()))
-    assert results.fusion["method"] == "linear" and results.fusion["alpha"] == 0.5
+    assert results.fusion["method"] == "linear" and results.fusion["alpha"] == 0.3
 
 
 def test_no_breakdown_unless_explain(searcher: HybridSearcher) -> None:
