@@ -217,14 +217,17 @@ def catalogs(workdir: str) -> None:
 @SIZE
 @click.option("--max-texts", type=int, default=100_000, show_default=True, help="Texts this chunk.")
 @click.option("--executor", type=click.Choice(["local", "celery"]), default="local", show_default=True)
-def embed(workdir: str, size: str, max_texts: int, executor: str) -> None:
+@click.option("--out", "out_dir", default=None, help="Another vector file (default: the shared one, $W/vectors).")
+def embed(workdir: str, size: str, max_texts: int, executor: str, out_dir: str | None) -> None:
     """Embed one chunk of the catalog's texts into the shared vector file (ONNX int8); resumable."""
     from indexer.precompute import embed_catalog
 
     p = paths(workdir, size)
-    summary = embed_catalog(p["catalog"], p["vectors"], settings=settings_for("tantivy", executor),
+    summary = embed_catalog(p["catalog"], out_dir or p["vectors"], settings=settings_for("tantivy", executor),
                             max_texts=max_texts, progress=sys.stderr.isatty())
     line = {"size": size, "executor": executor, **summary.to_dict(), **environment()}
+    if out_dir:
+        merge_result(f"embed/{size}/{executor}/{summary.embedded}", line)
     with p["log"].open("a") as handle:
         handle.write(json.dumps(line) + "\n")
     click.echo(json.dumps(line))
