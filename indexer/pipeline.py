@@ -217,6 +217,7 @@ class _IndexRun:
                 self.progress.bar(None, f"reading {self.catalog.name}", "rec") as bar:
             pending: dict[str, StoredProduct] = {}
             valid = 0
+            incoming.begin_bulk()
             for record in read_catalog(self.catalog, self.fmt):
                 self.summary.read += 1
                 bar.update(1)
@@ -231,6 +232,7 @@ class _IndexRun:
                     incoming.write_many(pending.values())
                     pending.clear()
             incoming.write_many(pending.values())
+            incoming.end_bulk()
         # A repeated id replaced its earlier record (the last one wins): whatever did not add a row.
         self.summary.duplicates = valid - incoming.count()
 
