@@ -644,6 +644,11 @@ def plot(out: str) -> None:
     if encoder_runs:
         axes[0].plot([x for x, _ in encoder_runs], [r["seconds"] for _, r in encoder_runs], marker="s",
                      linestyle="--", color="grey", label="whole run with the ONNX int8 encoder")
+    earlier = [(SIZES[s], data[f"index/{s}/vectors-tantivy-local-commit-per-1000"]) for s in SIZES
+               if f"index/{s}/vectors-tantivy-local-commit-per-1000" in data]
+    if earlier:
+        axes[0].plot([x for x, _ in earlier], [r["phases"]["read"] for _, r in earlier], marker="x",
+                     linestyle="--", color="C0", label="read, staging committed per 1,000 rows (before the fix)")
     axes[0].plot(xs, [x / 5000 for x in xs], linestyle=":", color="red", label="5,000 products/s")
     axes[0].set(xscale="log", yscale="log", xlabel="products", ylabel="seconds", title="indexing time by phase")
     axes[0].legend(fontsize=7)
