@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from indexer.attributes import CATALOG_FILE
 from indexer.docstore import ProductStore
 from indexer.manifest import IndexDirectory
 from indexer.stores import open_lexical
@@ -57,6 +58,9 @@ def verify_index(index_dir: str | Path, settings: Settings | None = None) -> Ver
     except ShopfusionError as exc:
         report.problems.append(str(exc))
         return report
+    if not (version_dir / CATALOG_FILE).is_file():
+        report.problems.append(f"{version_dir / CATALOG_FILE} is missing (an index built before attribute"
+                               " filters): re-index once with `shopfusion index CATALOG --index DIR`")
     report.counts = {"manifest": manifest.counts.get("products", -1), "products": len(store_ids),
                      "lexical": lexical_count, "vectors": vector_count}
     for name, count in report.counts.items():

@@ -2,7 +2,8 @@
 
 `HybridSearcher.search`: encode the query once, let the policy choose the fusion for it, retrieve
 `depth` candidates from each leg with the same filters, fuse, and return typed hits (with the per-leg
-breakdown when `explain`). `HybridSearcher.rerank`: the same policy and fusion over a caller's candidate
+breakdown when `explain`); a `ResultView` picks the page and order of that fused set and the facets
+counted over it (`ranker.view`). `HybridSearcher.rerank`: the same policy and fusion over a caller's candidate
 list only; candidates the index lacks are scored from the text they come with.
 """
 
@@ -10,18 +11,21 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from indexer.attributes import CATALOG_FILE, AttributeCatalog
 from indexer.docstore import ProductStore
 from indexer.manifest import IndexDirectory, Manifest
 from indexer.stores import LexicalIndex, open_lexical
 from indexer.stores.faiss_store import FaissVectorIndex
 from ranker.fusion import Fused, fuse
 from ranker.policy import Decision, Policy, PolicyRow, load_policy
+from ranker.view import ResultView, plan_view
 from shopfusion.config import Settings
 from shopfusion.encoders import Encoder, load_encoder
 from shopfusion.errors import QueryError
@@ -69,15 +73,22 @@ class HybridSearcher:
         self.store.close()
         self.lexical.close()
 
+    @cached_property
+    def catalog(self) -> AttributeCatalog:
+        """The version's attribute catalog: what can be filtered, faceted and sorted on."""
+        return AttributeCatalog.load(self.directory.version_path(self.manifest.version) / CATALOG_FILE)
+
     # -- search --------------------------------------------------------------------------------------
     def search(self, query: str, *, k: int | None = None, filters: Filters | None = None,
-               options: SearchOptions | None = None, mode: Mode = "hybrid", explain: bool = False) -> Results:
+               options: SearchOptions | None = None, mode: Mode = "hybrid", explain: bool = False,
+               view: ResultView | None = None) -> Results:
         query = query.strip()
         if not query:
             raise QueryError("the query is empty: give some words to search for")
         k = self.settings.search.k if k is None else k
         if k <= 0:
             raise QueryError(f"k must be at least 1, got {k}")
+        plan = plan_view(view, filters, lambda: self.catalog)
         vector = self.encoder.encode_query(query) if mode != "lexical" else None
         decision = self._decide(query, vector, options)
         row = decision.row
@@ -91,11 +102,14 @@ class HybridSearcher:
             assert vector is not None
             legs["dense"] = self.vectors.search(vector, depth, filters)
         if mode == "hybrid":
-            fused = fuse(legs, row.fusion)[:k]
+            fused = fuse(legs, row.fusion)
         else:
             fused = [Fused(h.product_id, h.score, {mode: LegScore(h.score, None, h.rank, h.score)})
-                     for h in legs[mode][:k]]
-        return self._results(query, fused, decision, mode, explain, {})
+                     for h in legs[mode]]
+        shown, page, facets = plan.apply(fused, k=k, depth=depth, lexical=self.lexical,
+                                         values=lambda ids, key: self.vectors.sort_values(ids, key.field, key.numeric))
+        results = self._results(query, shown, decision, mode, explain, {}, first_rank=page.offset + 1)
+        return replace(results, page=page, facets=facets)
 
     def _decide(self, query: str, vector: np.ndarray | None, options: SearchOptions | None) -> Decision:
         decision = self.policy.decide(query, vector)
@@ -104,13 +118,13 @@ class HybridSearcher:
         return decision
 
     def _results(self, query: str, fused: list[Fused], decision: Decision, mode: str, explain: bool,
-                 extra_products: dict[str, Product]) -> Results:
+                 extra_products: dict[str, Product], first_rank: int = 1) -> Results:
         products = self.store.get_many([f.product_id for f in fused])
         products.update({pid: p for pid, p in extra_products.items() if pid not in products})
         hits = tuple(
             Hit(product_id=f.product_id, score=f.score, rank=rank, product=products.get(f.product_id),
                 legs=dict(f.legs) if explain else None)
-            for rank, f in enumerate(fused, start=1)
+            for rank, f in enumerate(fused, start=first_rank)
         )
         info = {"mode": mode, **decision.row.fusion.to_dict(), "depth": decision.row.depth}
         if mode != "hybrid":
