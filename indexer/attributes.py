@@ -226,8 +226,11 @@ class _FieldStats:
         self.numbers = array("d")
         self.label = ""
 
-    def add(self, value: str, label: str, number: float | None) -> None:
-        self.products += 1
+    def add(self, value: str, label: str, number: float | None, *, same_product: bool = False) -> None:
+        """Count one value; `same_product` for a further value of a product already counted (category
+        prefixes)."""
+        if not same_product:
+            self.products += 1
         entry = self.values.get(value)
         if entry is not None:
             entry[0] += 1
@@ -271,7 +274,8 @@ class CatalogBuilder:
             self.brand.add(normalize_brand(product.brand), product.brand, None)
         for depth in range(1, len(product.category_path) + 1):
             prefix = product.category_path[:depth]
-            self.category.add(normalize_category(prefix), CATEGORY_SEPARATOR.join(prefix), None)
+            self.category.add(normalize_category(prefix), CATEGORY_SEPARATOR.join(prefix), None,
+                              same_product=depth > 1)
         if product.price is not None and math.isfinite(product.price):
             self.price.add(normalize_value(repr(float(product.price))), f"{product.price:g}", float(product.price))
         raw_names = {normalize_text(name): name for name in sorted(product.attributes, reverse=True)}

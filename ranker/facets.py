@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from indexer.attributes import AttributeCatalog, FieldInfo
+from indexer.attributes import BUILTINS, AttributeCatalog, FieldInfo
 from indexer.stores.base import FacetCounts, FacetRequest, LexicalIndex
 from shopfusion.errors import QueryError
 from shopfusion.types import CATEGORY_SEPARATOR, Facet, FacetBucket, Facets
@@ -43,12 +43,19 @@ class PlannedFacet:
     request: FacetRequest
     info: FieldInfo
 
+    @property
+    def name(self) -> str:
+        """The name results show: the field's normalised name (`attributes.NAME` for an attribute that
+        shares its name with a built-in field)."""
+        shadowed = not self.info.builtin and self.info.name in BUILTINS
+        return f"attributes.{self.info.name}" if shadowed else self.info.name
+
 
 def plan_facets(names: Sequence[str], catalog: AttributeCatalog, size: int) -> list[PlannedFacet]:
     """Check every name against the catalog (an unknown one is a `QueryError` naming close names)."""
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_FACET_SIZE:
         raise QueryError(f"facet size must be an integer from 1 to {MAX_FACET_SIZE}, got {size!r}")
-    planned = []
+    planned: dict[str, PlannedFacet] = {}
     for name in names:
         info = catalog.field(name)
         if info.kind == "category":
@@ -57,8 +64,8 @@ def plan_facets(names: Sequence[str], catalog: AttributeCatalog, size: int) -> l
             request = FacetRequest(info.name, "range", size, info.edges, attribute=not info.builtin)
         else:
             request = FacetRequest(info.name, "terms", size, attribute=not info.builtin)
-        planned.append(PlannedFacet(request, info))
-    return planned
+        planned.setdefault(request.name, PlannedFacet(request, info))  # `Colour` and `colour`: one facet
+    return list(planned.values())
 
 
 def count_facets(lexical: LexicalIndex, ids: Sequence[str], planned: Sequence[PlannedFacet]) -> Facets:
@@ -71,7 +78,7 @@ def count_facets(lexical: LexicalIndex, ids: Sequence[str], planned: Sequence[Pl
 
 def _facet(planned: PlannedFacet, counts: FacetCounts, over: int) -> Facet:
     request, info = planned.request, planned.info
-    name = request.name
+    name = planned.name
     if request.kind == "range":
         edges = list(request.edges)
         buckets = tuple(
