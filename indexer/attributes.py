@@ -32,6 +32,7 @@ import os
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,10 +78,11 @@ class FieldInfo:
     edges: tuple[float, ...] = ()
 
     def label_of(self, value: str) -> str:
-        for key, label, _ in self.values:
-            if key == value:
-                return label
-        return value
+        return self._labels.get(value, value)
+
+    @cached_property
+    def _labels(self) -> dict[str, str]:
+        return {key: label for key, label, _ in self.values}
 
     def to_dict(self, values: int | None = None) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "kind": self.kind, "builtin": self.builtin,

@@ -264,9 +264,9 @@ class TantivyLexicalIndex:
 
     def facet_counts(self, ids: Sequence[str], requests: Sequence[FacetRequest]) -> dict[str, FacetCounts]:
         """Counts over the products `ids` in one tantivy aggregation (terms, range and stats)."""
-        wanted = [pid for pid in dict.fromkeys(ids) if pid in self._positions]
         if not requests:
             return {}
+        wanted = list(dict.fromkeys(ids))  # ids the index lacks simply match nothing
         aggregations: dict[str, Any] = {}
         for i, request in enumerate(requests):
             field = self._facet_field(request)
