@@ -44,6 +44,9 @@ def verify_index(index_dir: str | Path, settings: Settings | None = None) -> Ver
     if not version_dir.is_dir():
         report.problems.append(f"version directory {version_dir} named by the manifest is missing")
         return report
+    if not (version_dir / CATALOG_FILE).is_file():
+        report.problems.append(f"{version_dir / CATALOG_FILE} is missing (an index built before attribute"
+                               " filters): re-index once with `shopfusion index CATALOG --index DIR`")
     try:
         store = ProductStore(version_dir / "products.sqlite")
         store_ids = store.ids()
@@ -55,12 +58,12 @@ def verify_index(index_dir: str | Path, settings: Settings | None = None) -> Ver
         lexical.close()
         vectors = FaissVectorIndex(version_dir / "vectors")
         vector_ids, vector_count, dim = vectors.ids(), vectors.count(), vectors.dim
+        if len(vectors.columns) != vector_count:  # loading checks the filter columns fit the vectors
+            report.problems.append(f"the vector leg has filter columns for {len(vectors.columns)} products"
+                                   f" and {vector_count} vectors: rebuild the index with `shopfusion index`")
     except ShopfusionError as exc:
         report.problems.append(str(exc))
         return report
-    if not (version_dir / CATALOG_FILE).is_file():
-        report.problems.append(f"{version_dir / CATALOG_FILE} is missing (an index built before attribute"
-                               " filters): re-index once with `shopfusion index CATALOG --index DIR`")
     report.counts = {"manifest": manifest.counts.get("products", -1), "products": len(store_ids),
                      "lexical": lexical_count, "vectors": vector_count}
     for name, count in report.counts.items():

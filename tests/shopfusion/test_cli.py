@@ -99,6 +99,15 @@ def test_verify_detects_drift(runner: CliRunner, indexed: Path) -> None:
     assert drift.exit_code == 1 and "DRIFT" in drift.output and "intruder" in drift.output
 
 
+def test_verify_reports_an_index_without_filter_columns(runner: CliRunner, indexed: Path) -> None:
+    version = json.loads((indexed / "manifest.json").read_text())["version"]
+    (indexed / "versions" / version / "attributes.json").unlink()
+    (indexed / "versions" / version / "vectors" / "columns.npz").unlink()
+    report = json.loads(runner.invoke(main, ["verify", "--index", str(indexed), "--json"]).output)
+    assert not report["ok"] and any("attributes.json is missing" in p for p in report["problems"])
+    assert any("re-index it once" in p for p in report["problems"])
+
+
 def test_errors_are_clear(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(main, ["search", "drill", "--index", str(tmp_path / "none")])
     assert result.exit_code == 2 and "shopfusion index" in result.output
