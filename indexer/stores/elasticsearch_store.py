@@ -424,7 +424,10 @@ def _facet_aggregation(request: FacetRequest) -> dict[str, Any]:
         inner: dict[str, Any] = {"filter": {"match_all": {}}, "aggs": body}
     else:
         size = CATEGORY_TERMS if request.kind == "category" else request.size
-        inner = {"filter": {"match_all": {}}, "aggs": {"terms": {"terms": {"field": field, "size": size}}}}
+        # shard_size: every shard reports all its values of the (small) set, so counts stay exact with
+        # several shards too
+        terms = {"field": field, "size": size, "shard_size": CATEGORY_TERMS}
+        inner = {"filter": {"match_all": {}}, "aggs": {"terms": {"terms": terms}}}
     if field.startswith("attrs."):
         inner["filter"] = {"term": {"attrs.key": request.field}}
         return {"nested": {"path": "attrs"}, "aggs": {"attribute": inner}}
