@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -68,6 +69,7 @@ class FaissVectorIndex:
         self._index: Any = None
         self._gpu_index: Any = None
         self._masks: OrderedDict[Filters, np.ndarray] = OrderedDict()
+        self._masks_lock = threading.Lock()  # `shopfusion serve` searches from several threads
         self._stored_index_valid = not create
         if create:
             if dim is None:
@@ -103,7 +105,9 @@ class FaissVectorIndex:
     def columns(self) -> ProductColumns:
         """The filter and sort columns, one row per vector."""
         if self._columns is None:
-            self._columns = ProductColumns.load(self.path, len(self._ids))
+            with self._masks_lock:  # several server threads may ask first at once: load once
+                if self._columns is None:
+                    self._columns = ProductColumns.load(self.path, len(self._ids))
         return self._columns
 
     # -- writing -----------------------------------------------------------------------------------
@@ -219,14 +223,16 @@ class FaissVectorIndex:
     # -- reading -------------------------------------------------------------------------------------
     def mask(self, filters: Filters) -> np.ndarray:
         """Boolean mask of the rows that pass `filters` (cached for repeated filters)."""
-        cached = self._masks.get(filters)
-        if cached is not None:
-            self._masks.move_to_end(filters)
-            return cached
+        with self._masks_lock:
+            cached = self._masks.get(filters)
+            if cached is not None:
+                self._masks.move_to_end(filters)
+                return cached
         mask = self.columns.mask(filters)
-        self._masks[filters] = mask
-        if len(self._masks) > 64:
-            self._masks.popitem(last=False)
+        with self._masks_lock:
+            self._masks[filters] = mask
+            if len(self._masks) > 64:
+                self._masks.popitem(last=False)
         return mask
 
     def search(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> list[LegHit]:
