@@ -225,7 +225,7 @@ def format_results(results: Any, explain: bool) -> str:
     if page is not None and (page.offset or page.sort != "relevance" or not page.exhausted):
         shown = f"{page.offset + 1}-{page.offset + len(results.hits)}" if results.hits else "none"
         lines.append(f"  hits {shown} of {page.total} (page {page.number}, sorted by {page.sort})")
-        if not results.hits and page.offset >= page.total:
+        if not results.hits and page.offset >= page.total > 0:
             lines.append(f"  past the end: the relevant set holds {page.total} products (top {page.depth} per"
                          " leg); raise --depth to page further")
     for hit in results.hits:

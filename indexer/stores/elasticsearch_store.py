@@ -326,7 +326,7 @@ class ElasticsearchLexicalIndex:
         wanted = list(dict.fromkeys(ids))
         if not requests:
             return {}
-        aggregations = {f"f{i}": _facet_aggregation(request) for i, request in enumerate(requests)}
+        aggregations = {f"f{i}": _facet_aggregation(request, len(wanted)) for i, request in enumerate(requests)}
         self._ensure()
         with self._errors("facets"):
             response = self.client.search(index=self.name, query={"ids": {"values": wanted}}, size=0,
@@ -413,7 +413,7 @@ def _attribute_clause(attribute: AttributeFilter) -> dict[str, Any]:
     return {"nested": {"path": "attrs", "query": {"bool": {"filter": inner}}}}
 
 
-def _facet_aggregation(request: FacetRequest) -> dict[str, Any]:
+def _facet_aggregation(request: FacetRequest, products: int) -> dict[str, Any]:
     builtin = {"brand": "brand_key", "category": "category_prefix", "price": "price"}
     field = builtin[request.field] if not request.attribute and request.field in builtin else (
         "attrs.number" if request.kind == "range" else "attrs.value")
@@ -424,9 +424,9 @@ def _facet_aggregation(request: FacetRequest) -> dict[str, Any]:
         inner: dict[str, Any] = {"filter": {"match_all": {}}, "aggs": body}
     else:
         size = CATEGORY_TERMS if request.kind == "category" else request.size
-        # shard_size: every shard reports all its values of the (small) set, so counts stay exact with
-        # several shards too
-        terms = {"field": field, "size": size, "shard_size": CATEGORY_TERMS}
+        # shard_size: every shard reports all its values of the set (at most one per product, or
+        # CATEGORY_TERMS category prefixes), so counts stay exact with several shards too
+        terms = {"field": field, "size": size, "shard_size": max(size, CATEGORY_TERMS, products)}
         inner = {"filter": {"match_all": {}}, "aggs": {"terms": {"terms": terms}}}
     if field.startswith("attrs."):
         inner["filter"] = {"term": {"attrs.key": request.field}}

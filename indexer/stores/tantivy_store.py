@@ -276,7 +276,11 @@ class TantivyLexicalIndex:
                     aggregations[f"r{i}"] = {"range": {"field": field, "ranges": range_specs(request.edges)}}
             else:
                 size = CATEGORY_TERMS if request.kind == "category" else request.size
-                aggregations[f"t{i}"] = {"terms": {"field": field, "size": size}}
+                # segment_size: tantivy keeps only each segment's top `segment_size` values before merging
+                # (10 x size by default), which miscounts a value that is frequent overall but not in
+                # every segment; a segment holds at most len(wanted) distinct values of the set
+                segment_size = max(size, CATEGORY_TERMS, len(wanted))
+                aggregations[f"t{i}"] = {"terms": {"field": field, "size": size, "segment_size": segment_size}}
         query = tantivy.Query.term_set_query(self._schema, "id", wanted)
         result = self._index.searcher().aggregate(query, aggregations)
         counts: dict[str, FacetCounts] = {}

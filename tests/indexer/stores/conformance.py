@@ -182,6 +182,22 @@ class LexicalConformance:
         assert counts["attributes.colour"].values["black"] == 5  # Black, BLACK, black : one value
         assert index.facet_counts([], FACET_REQUESTS[:1])["brand"].values == {}
 
+    def test_facet_counts_stay_exact_across_commits(self, make_lexical: Factory) -> None:
+        # 'zzz' is the most frequent brand overall (4) but the rarest in the first commit (1 of 151
+        # values, each other one twice): an engine that keeps only each segment's or shard's top values
+        # before merging counts it 3
+        first = [Product(id=f"a{v}-{j}", title="thing", brand=f"b{v:03d}") for v in range(150) for j in range(2)]
+        first.append(Product(id="a-z", title="thing", brand="zzz"))
+        second = [Product(id=f"b-z{j}", title="thing", brand="zzz") for j in range(3)]
+        second += [Product(id=f"b-q{j}", title="thing", brand=f"q{j:03d}") for j in range(300)]
+        index = _loaded(make_lexical, first)
+        assert index.upsert(second).succeeded == len(second)
+        index.commit()
+        request = FacetRequest("brand", "terms", 10)
+        counts = index.facet_counts([p.id for p in first + second], [request])[request.name]
+        assert counts == reference_facet_counts(first + second, request)
+        assert counts.values["zzz"] == 4
+
     def test_order_is_deterministic_and_every_prefix_is_stable(self, make_lexical: Factory) -> None:
         index = _loaded(make_lexical, FACETED)
         full = index.search("wireless mouse", k=20)
