@@ -321,18 +321,33 @@ class ElasticsearchLexicalIndex:
                 for rank, hit in enumerate(response["hits"]["hits"], start=1)]
 
     def facet_counts(self, ids: Sequence[str], requests: Sequence[FacetRequest]) -> dict[str, FacetCounts]:
-        """Counts over the products `ids` in one request: terms, range and stats aggregations (inside a
-        `nested` aggregation for attributes), with the `ids` query selecting the products."""
+        """Counts over the products `ids` in one request: terms, range and stats aggregations (all the
+        attribute facets inside one `nested` aggregation, each under a filter on its key), with the `ids`
+        query selecting the products."""
         wanted = list(dict.fromkeys(ids))
         if not requests:
             return {}
-        aggregations = {f"f{i}": _facet_aggregation(request, len(wanted)) for i, request in enumerate(requests)}
+        aggregations: dict[str, Any] = {}
+        nested: dict[str, Any] = {}
+        for i, request in enumerate(requests):
+            body = _facet_aggregations(request, len(wanted))
+            if _is_attribute(request):  # one nested join for all of them, not one per attribute
+                nested[f"f{i}"] = {"filter": {"term": {"attrs.key": request.field}}, "aggs": body}
+            else:
+                aggregations.update({f"f{i}_{part}": agg for part, agg in body.items()})
+        if nested:
+            aggregations["attrs"] = {"nested": {"path": "attrs"}, "aggs": nested}
         self._ensure()
         with self._errors("facets"):
             response = self.client.search(index=self.name, query={"ids": {"values": wanted}}, size=0,
                                           aggregations=aggregations, track_total_hits=False)
         found = response["aggregations"]
-        return {request.name: _facet_counts(request, found[f"f{i}"]) for i, request in enumerate(requests)}
+        counts: dict[str, FacetCounts] = {}
+        for i, request in enumerate(requests):
+            parts = found["attrs"][f"f{i}"] if _is_attribute(request) else {
+                part: found[f"f{i}_{part}"] for part in ("terms", "stats", "ranges") if f"f{i}_{part}" in found}
+            counts[request.name] = _facet_counts(request, parts)
+        return counts
 
     def explain(self, query: str, product_id: str) -> dict[str, Any]:
         """Elasticsearch's explanation of one product's BM25 score for `query` (`matched` false if none)."""
@@ -413,30 +428,32 @@ def _attribute_clause(attribute: AttributeFilter) -> dict[str, Any]:
     return {"nested": {"path": "attrs", "query": {"bool": {"filter": inner}}}}
 
 
-def _facet_aggregation(request: FacetRequest, products: int) -> dict[str, Any]:
-    builtin = {"brand": "brand_key", "category": "category_prefix", "price": "price"}
-    field = builtin[request.field] if not request.attribute and request.field in builtin else (
-        "attrs.number" if request.kind == "range" else "attrs.value")
+_BUILTIN_FACETS = {"brand": "brand_key", "category": "category_prefix", "price": "price"}
+
+
+def _is_attribute(request: FacetRequest) -> bool:
+    return request.attribute or request.field not in _BUILTIN_FACETS
+
+
+def _facet_aggregations(request: FacetRequest, products: int) -> dict[str, Any]:
+    """The aggregations of one facet over `products` documents: `terms`, or `stats` and `ranges`."""
+    if _is_attribute(request):
+        field = "attrs.number" if request.kind == "range" else "attrs.value"
+    else:
+        field = _BUILTIN_FACETS[request.field]
     if request.kind == "range":
         body: dict[str, Any] = {"stats": {"stats": {"field": field}}}
         if request.edges:
             body["ranges"] = {"range": {"field": field, "ranges": range_specs(request.edges)}}
-        inner: dict[str, Any] = {"filter": {"match_all": {}}, "aggs": body}
-    else:
-        size = CATEGORY_TERMS if request.kind == "category" else request.size
-        # shard_size: every shard reports all its values of the set (at most one per product, or
-        # CATEGORY_TERMS category prefixes), so counts stay exact with several shards too
-        terms = {"field": field, "size": size, "shard_size": max(size, CATEGORY_TERMS, products)}
-        inner = {"filter": {"match_all": {}}, "aggs": {"terms": {"terms": terms}}}
-    if field.startswith("attrs."):
-        inner["filter"] = {"term": {"attrs.key": request.field}}
-        return {"nested": {"path": "attrs"}, "aggs": {"attribute": inner}}
-    return inner
+        return body
+    size = CATEGORY_TERMS if request.kind == "category" else request.size
+    # shard_size: every shard reports all its values of the set (at most one per product, or
+    # CATEGORY_TERMS category prefixes), so counts stay exact with several shards too
+    terms = {"field": field, "size": size, "shard_size": max(size, CATEGORY_TERMS, products)}
+    return {"terms": {"terms": terms}}
 
 
 def _facet_counts(request: FacetRequest, found: dict[str, Any]) -> FacetCounts:
-    if "attribute" in found:
-        found = found["attribute"]
     if request.kind == "range":
         stats = found["stats"]
         ranges = [int(b["doc_count"]) for b in found["ranges"]["buckets"]] if request.edges else []
