@@ -36,6 +36,7 @@ KNOWN_FIELDS = {"id", "title", "description", "brand", "category_path", "price",
 MAX_ID_CHARS = 512
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SPLIT_CATEGORY = re.compile(r"\s*>\s*")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _GROUPED_NUMBER = re.compile(r"^[+-]?\d{1,3}(,\d{3})+\.\d+$|^[+-]?\d{1,3}(,\d{3}){2,}$")
 
@@ -76,8 +77,17 @@ def _product(data: Mapping[str, Any], limit: int) -> Product:
 
 
 def clean_text(text: str) -> str:
-    """Strip control characters (keeping tab and newlines) and surrounding whitespace."""
+    """Strip control characters (keeping tab and newlines) and surrounding whitespace; refuse text that
+    is not valid Unicode (a lone surrogate, as a JSON escape like `\\ud800` can produce)."""
+    _check_unicode(text)
     return _CONTROL.sub("", text).strip()
+
+
+def _check_unicode(text: str) -> None:
+    bad = _SURROGATE.search(text)
+    if bad is not None:
+        raise InvalidRecord(f"text {text[:40]!r} holds a lone surrogate (U+{ord(bad.group()):04X}) at character"
+                            f" {bad.start()}: it is not valid Unicode, fix the export")
 
 
 def _id(value: Any) -> str:
@@ -88,6 +98,7 @@ def _id(value: Any) -> str:
     text = str(value)
     if not text.strip():
         raise InvalidRecord("field `id` is empty: every product needs a unique id")
+    _check_unicode(text)
     if len(text) > MAX_ID_CHARS:
         raise InvalidRecord(f"field `id` is {len(text)} characters, above the limit of {MAX_ID_CHARS}")
     if _CONTROL.search(text) or "\n" in text or "\r" in text or "\t" in text:

@@ -1,13 +1,16 @@
 """The `shopfusion` command line: a thin click layer over `shopfusion.Client`.
 
 Heavy modules (torch, tantivy, faiss) are imported inside commands, so `--help` is instant. Every command
-takes `--json` for one machine-readable JSON document on stdout; errors go to stderr with a non-zero
-exit code and a message that says how to fix them.
+takes `--json` for one machine-readable JSON document on stdout, written by `shopfusion.serialization`
+(never a bare NaN or Infinity: non-finite numbers are `null`); errors go to stderr with a non-zero exit
+code (the table is in `shopfusion.errors`) and a message that says how to fix them. An unexpected
+exception is reported in one line too (exit 1); `SHOPFUSION_DEBUG=1` shows its traceback.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -86,11 +89,21 @@ def _run(action: Any) -> Any:
     except ShopfusionError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except (click.exceptions.Exit, click.ClickException, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a bug, or an OS failure (disk full): one line, not a traceback
+        if os.environ.get("SHOPFUSION_DEBUG"):
+            raise
+        click.echo(f"error: unexpected {type(exc).__name__}: {exc} (a bug or a system failure: rerun with"
+                   " SHOPFUSION_DEBUG=1 for the traceback and report it)", err=True)
+        sys.exit(1)
 
 
 def _emit(as_json: bool, data: Any, text: str) -> None:
     if as_json:
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+        from shopfusion.serialization import dumps
+
+        click.echo(dumps(data))
     else:
         click.echo(text)
 
@@ -383,8 +396,10 @@ def worker(ctx: click.Context, concurrency: int | None, loglevel: str) -> None:
 @click.pass_context
 def config_command(ctx: click.Context) -> None:
     """Print the effective settings (file + environment) as TOML-like JSON, credentials left out."""
+    from shopfusion.serialization import dumps
+
     settings = _run(lambda: _settings(ctx))
-    click.echo(json.dumps(settings.to_dict(), indent=2))
+    click.echo(dumps(settings.to_dict()))
 
 
 if __name__ == "__main__":  # pragma: no cover

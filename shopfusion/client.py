@@ -159,6 +159,7 @@ def check_limits(settings: Settings, query: str, *, k: int | None = None, depth:
     if len(query) > limits.max_query_chars:
         raise QueryError(f"the query has {len(query)} characters, more than limits.max_query_chars ="
                          f" {limits.max_query_chars}: shorten it (or raise SHOPFUSION_LIMITS_MAX_QUERY_CHARS)")
+    check_text(query, "the query")
     checks = (("k", k, limits.max_k, "MAX_K"), ("depth", depth, limits.max_depth, "MAX_DEPTH"),
               ("candidates", candidates, limits.max_candidates, "MAX_CANDIDATES"))
     for name, value, bound, env in checks:
@@ -169,6 +170,23 @@ def check_limits(settings: Settings, query: str, *, k: int | None = None, depth:
         if value > bound:
             raise QueryError(f"{name} = {value} is more than limits.{env.lower()} = {bound}: ask for fewer"
                              f" (or raise SHOPFUSION_LIMITS_{env})")
+
+
+def check_text(text: str, what: str) -> None:
+    """Refuse text that is not valid Unicode: bytes that were not UTF-8 (a command line decodes them to
+    U+DC80..U+DCFF) or a lone surrogate (`"\\ud800"` in JSON). Engines would fail on it deep inside."""
+    import re
+
+    from shopfusion.errors import QueryError
+
+    bad = re.search("[\ud800-\udfff]", text)
+    if bad is not None:
+        position, code = bad.start(), ord(bad.group())
+        if 0xDC80 <= code <= 0xDCFF:
+            raise QueryError(f"{what} is not valid UTF-8 (byte 0x{code - 0xDC00:02X} at character {position}):"
+                             " send UTF-8 text (check the terminal's or the caller's encoding)")
+        raise QueryError(f"{what} holds a lone surrogate (U+{code:04X} at character {position}), which is"
+                         " not valid Unicode: send valid text")
 
 
 def candidate_from(value: Candidate | str | Mapping[str, Any]) -> Candidate:

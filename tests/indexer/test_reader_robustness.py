@@ -186,3 +186,12 @@ def test_a_catalog_error_during_indexing_leaves_the_index_unchanged(tmp_path: Pa
     with pytest.raises(CatalogError, match="truncated"):
         run_index(broken, tmp_path / "idx", settings=hash_settings, replace=True)
     assert (tmp_path / "idx" / "manifest.json").read_bytes() == before
+
+
+def test_lone_surrogates_in_a_catalog_are_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"id": "a", "title": "bad \\ud800 x"}\n{"id": "b\\udc00", "title": "ok"}\n'
+                    '{"id": "c", "title": "t", "attributes": {"k\\udfff": "v"}}\n{"id": "d", "title": "fine"}\n')
+    results = _validated(path)
+    assert [type(r).__name__ for r in results] == ["Reject", "Reject", "Reject", "Product"]
+    assert all("lone surrogate" in r.reason for r in results[:3] if isinstance(r, Reject))
