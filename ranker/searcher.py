@@ -24,7 +24,7 @@ from ranker.fusion import Fused, fuse
 from ranker.policy import Decision, Policy, PolicyRow, load_policy
 from shopfusion.config import Settings
 from shopfusion.encoders import Encoder, load_encoder
-from shopfusion.errors import QueryError
+from shopfusion.errors import IndexStateError, QueryError
 from shopfusion.types import Candidate, Filters, Hit, LegHit, LegScore, Product, Results
 
 Mode = Literal["hybrid", "lexical", "dense"]
@@ -62,6 +62,11 @@ class HybridSearcher:
             create=False, engine=lexical_info["engine"], analyzer=lexical_info.get("analyzer"))
         self.vectors = FaissVectorIndex(version_dir / "vectors", ef_search=self.settings.index.hnsw_ef_search,
                                         nprobe=self.settings.index.ivf_nprobe)
+        try:
+            _refuse_damaged(version_dir, self.manifest, self.vectors)
+        except IndexStateError:
+            self.close()
+            raise
         self.encoder: Encoder = load_encoder(self.manifest.model, self.settings.index.device)
         self.policy = policy or load_policy(self.settings.search)
 
@@ -175,6 +180,16 @@ class HybridSearcher:
                 return pool.score(query, list(known) + list(extra))
             finally:
                 pool.close()
+
+
+def _refuse_damaged(version_dir: Path, manifest: Manifest, vectors: FaissVectorIndex) -> None:
+    """Never answer from a visibly damaged version (wrong products are worse than an error)."""
+    from indexer.integrity import quick_check
+
+    problems = quick_check(version_dir, manifest, vectors.ordered_ids())
+    if problems:
+        raise IndexStateError(f"version {manifest.version} is damaged ({'; '.join(problems[:3])}): run"
+                              " `shopfusion verify --repair`, or `shopfusion rollback` to the previous version")
 
 
 def _ranked(scores: dict[str, float]) -> list[LegHit]:

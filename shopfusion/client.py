@@ -22,8 +22,11 @@ from shopfusion.config import Settings, load_settings
 from shopfusion.types import Candidate, Filters, Results
 
 if TYPE_CHECKING:
+    from indexer.manifest import Manifest
     from indexer.pipeline import IndexSummary
+    from indexer.repair import RepairReport
     from indexer.verify import VerifyReport
+    from indexer.versions import VersionInfo
     from ranker.policy import Policy
     from ranker.searcher import HybridSearcher, Mode
     from workers.executor import Executor
@@ -56,13 +59,13 @@ class Client:
 
     def index(self, catalog: str | os.PathLike[str], *, rejects: str | os.PathLike[str] | None = None,
               max_rejects: int | None = None, replace: bool = False, fmt: str | None = None,
-              executor: Executor | None = None, progress: bool = False) -> IndexSummary:
+              executor: Executor | None = None, progress: bool = False, allow_shrink: bool = False) -> IndexSummary:
         """Index a catalog (JSONL, CSV or Parquet); see `indexer.pipeline.run_index`."""
         from indexer.pipeline import run_index
 
         summary = run_index(catalog, self.index_dir, settings=self.settings, rejects=rejects,
                             max_rejects=max_rejects, replace=replace, fmt=fmt, executor=executor,  # type: ignore[arg-type]
-                            progress=progress)
+                            progress=progress, allow_shrink=allow_shrink)
         self.close()  # the next search opens the new version
         return summary
 
@@ -142,10 +145,31 @@ class Client:
         """Enforce `[limits]` before any work is done (the CLI and the HTTP service go through here)."""
         check_limits(self.settings, query, k=k, depth=depth, candidates=candidates)
 
-    def verify(self) -> VerifyReport:
+    def verify(self, *, sample: int = 0) -> VerifyReport:
+        """Check the live version (checksums, id maps, counts; `sample` products re-encoded)."""
         from indexer.verify import verify_index
 
-        return verify_index(self.index_dir, self.settings)
+        return verify_index(self.index_dir, self.settings, sample=sample)
+
+    def repair(self, *, executor: Executor | None = None, progress: bool = False) -> RepairReport:
+        """Rebuild what `verify` finds damaged as a new version; see `indexer.repair`."""
+        from indexer.repair import repair_index
+
+        self.close()
+        return repair_index(self.index_dir, self.settings, executor=executor, progress=progress)
+
+    def versions(self) -> list[VersionInfo]:
+        """The kept versions, newest first; see `indexer.versions`."""
+        from indexer.versions import list_versions
+
+        return list_versions(self.index_dir)
+
+    def rollback(self, to: str | None = None) -> Manifest:
+        """Make a kept version live again (default: the one before the live one)."""
+        from indexer.versions import rollback
+
+        self.close()
+        return rollback(self.index_dir, self.settings, to=to)
 
 
 def check_limits(settings: Settings, query: str, *, k: int | None = None, depth: int | None = None,
