@@ -4,15 +4,20 @@
 `depth` candidates from each leg with the same filters, fuse, and return typed hits (with the per-leg
 breakdown when `explain`). `HybridSearcher.rerank`: the same policy and fusion over a caller's candidate
 list only; candidates the index lacks are scored from the text they come with.
+
+When one leg's engine is down (a `BackendError`: Elasticsearch unreachable, say), a hybrid search or
+re-rank answers from the other leg and says so in `Results.warnings`, unless `search.on_leg_failure` is
+`fail` (see `_call_leg`); a single-leg search whose engine is down fails with the backend's error.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -20,14 +25,15 @@ from indexer.docstore import ProductStore
 from indexer.manifest import IndexDirectory, Manifest
 from indexer.stores import LexicalIndex, open_lexical
 from indexer.stores.faiss_store import FaissVectorIndex
-from ranker.fusion import Fused, fuse
+from ranker.fusion import Fused, FusionConfig, fuse
 from ranker.policy import Decision, Policy, PolicyRow, load_policy
 from shopfusion.config import Settings
 from shopfusion.encoders import Encoder, load_encoder
-from shopfusion.errors import IndexStateError, QueryError
+from shopfusion.errors import BackendError, IndexStateError, QueryError
 from shopfusion.types import Candidate, Filters, Hit, LegHit, LegScore, Product, Results
 
 Mode = Literal["hybrid", "lexical", "dense"]
+_LegResult = TypeVar("_LegResult")
 ENGINE_LEG = "engine"
 
 
@@ -90,17 +96,33 @@ class HybridSearcher:
             return Results(query, (), row.fusion.to_dict(), decision.intent, row.message)
         depth = max(row.depth, k)
         legs: dict[str, list[LegHit]] = {}
+        warnings: list[str] = []
         if mode in ("hybrid", "lexical"):
-            legs["lexical"] = self.lexical.search(query, depth, filters)
+            legs.update(self._call_leg("lexical", lambda: self.lexical.search(query, depth, filters), mode, warnings))
         if mode in ("hybrid", "dense"):
             assert vector is not None
-            legs["dense"] = self.vectors.search(vector, depth, filters)
+            legs.update(self._call_leg("dense", lambda: self.vectors.search(vector, depth, filters), mode, warnings))
         if mode == "hybrid":
-            fused = fuse(legs, row.fusion)[:k]
+            fused = fuse(legs, _surviving(row.fusion, legs))[:k]
         else:
             fused = [Fused(h.product_id, h.score, {mode: LegScore(h.score, None, h.rank, h.score)})
                      for h in legs[mode][:k]]
-        return self._results(query, fused, decision, mode, explain, {})
+        results = self._results(query, fused, decision, mode, explain, {})
+        return dataclasses.replace(results, warnings=(*results.warnings, *warnings)) if warnings else results
+
+    def _call_leg(self, leg: str, call: Callable[[], _LegResult], mode: str,
+                  warnings: list[str]) -> dict[str, _LegResult]:
+        """`{leg: call()}`, or `{}` with a warning when the leg's engine is down and the other leg can
+        answer (hybrid modes, `search.on_leg_failure = "degrade"`); otherwise the `BackendError` stands."""
+        try:
+            return {leg: call()}
+        except BackendError as exc:
+            if mode not in ("hybrid", "rerank") or self.settings.search.on_leg_failure == "fail" or warnings:
+                raise
+            other = "dense" if leg == "lexical" else "lexical"
+            warnings.append(f"the {leg} leg is down, results come from the {other} leg only ({exc}); set"
+                            " search.on_leg_failure = \"fail\" to get an error instead")
+            return {}
 
     def _decide(self, query: str, vector: np.ndarray | None, options: SearchOptions | None) -> Decision:
         decision = self.policy.decide(query, vector)
@@ -148,15 +170,17 @@ class HybridSearcher:
         known = self.store.get_many(list(unique))
         extra = {pid: c.product for pid, c in unique.items() if pid not in known and c.product is not None}
 
-        lexical_scores = self._pool_lexical(query, known, extra) if extra else self.lexical.score(query, list(known))
+        warnings: list[str] = []
+        lexical_leg = self._call_leg("lexical", lambda: self._pool_lexical(query, known, extra) if extra
+                                     else self.lexical.score(query, list(known)), "rerank", warnings)
         dense_scores = self.vectors.score(vector, list(known))
         if extra:
             texts = [p.embedding_text() for p in extra.values()]
             extra_vectors = self.encoder.encode(texts)
             dense_scores.update(zip(extra, (extra_vectors @ vector).tolist(), strict=True))
-        legs = {"lexical": _ranked(lexical_scores), "dense": _ranked(dense_scores)}
+        legs = {name: _ranked(scores) for name, scores in (*lexical_leg.items(), ("dense", dense_scores))}
         row = decision.row
-        fusion = row.fusion
+        fusion = _surviving(row.fusion, legs)
         engine_scores = {pid: c.score for pid, c in unique.items() if c.score is not None}
         if engine_scores:
             legs[ENGINE_LEG] = _ranked(engine_scores)  # type: ignore[arg-type]
@@ -166,7 +190,8 @@ class HybridSearcher:
         results = self._results(query, fused, Decision(decision.intent, row), "rerank", explain, extra)
         info = {**results.fusion, "mode": "rerank", "candidates": len(unique), "indexed": len(known),
                 "scored_from_text": len(extra), "unscorable": len(unique) - len(known) - len(extra)}
-        return Results(results.query, results.hits, info, results.intent, results.message)
+        return Results(results.query, results.hits, info, results.intent, results.message,
+                       (*results.warnings, *warnings))
 
     def _pool_lexical(self, query: str, known: dict[str, Product], extra: dict[str, Product]) -> dict[str, float]:
         from indexer.stores.tantivy_store import pool_index
@@ -180,6 +205,16 @@ class HybridSearcher:
                 return pool.score(query, list(known) + list(extra))
             finally:
                 pool.close()
+
+
+def _surviving(fusion: FusionConfig, legs: dict[str, list[LegHit]]) -> FusionConfig:
+    """The fusion for the legs that answered: a retrieval leg that is down leaves all the weight to the
+    other (so alpha = 0 or 1 cannot zero every weight)."""
+    missing = {"lexical", "dense"} - set(legs)
+    if not missing or len(missing) == 2:
+        return fusion
+    (present,) = {"lexical", "dense"} - missing
+    return dataclasses.replace(fusion, extra_weights={**fusion.extra_weights, present: 1.0})
 
 
 def _refuse_damaged(version_dir: Path, manifest: Manifest, vectors: FaissVectorIndex) -> None:
