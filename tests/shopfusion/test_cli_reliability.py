@@ -135,3 +135,33 @@ def test_exit_codes_are_documented() -> None:
     codes = {cls.exit_code for cls in vars(errors).values()
              if isinstance(cls, type) and issubclass(cls, errors.ShopfusionError)}
     assert codes <= set(errors.EXIT_CODES)
+
+
+def test_embedding_failures_exit_8_after_the_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A product that could not be embedded is reported as such (not as a reject) and the exit code says so."""
+    import indexer.pipeline as pipeline
+    from tests.indexer.test_pipeline import FailingExecutor
+    from tests.plugins.catalogs import TINY, write_jsonl
+
+    monkeypatch.setattr(pipeline, "EMBED_BATCH", 1)
+    monkeypatch.setattr(pipeline, "_default_executor", lambda settings, directory: FailingExecutor())
+    catalog = write_jsonl(tmp_path / "c.jsonl", [p.to_dict() for p in TINY] + [{"id": "bad", "title": "poison"}])
+    result = CliRunner(env=ENV).invoke(main, ["index", str(catalog), "--index", str(tmp_path / "i"),
+                                             "--json"])
+    assert result.exit_code == 8
+    summary = _strict_json(result.stdout)
+    assert summary["embedding_failed"] == 1 and summary["rejected"] == 0 and summary["total"] == 12
+    assert "1 product(s) could not be embedded" in result.stderr and "run the same command again" in result.stderr
+
+
+def test_connection_failures_are_transient_and_task_errors_are_not() -> None:
+    from workers.celery_executor import _transient
+
+    class ConnectionErrorFromRedis(Exception):
+        pass
+
+    ConnectionErrorFromRedis.__name__ = "ConnectionError"
+    assert _transient({"status": "FAILURE", "result": ConnectionErrorFromRedis("Error 111")})
+    assert _transient({"status": "FAILURE", "result": TimeoutError("read")})
+    assert not _transient({"status": "FAILURE", "result": AttributeError("'NoneType' has no attribute")})
+    assert not _transient({"status": "FAILURE", "result": "text"})
