@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -27,6 +27,7 @@ from indexer.stores import LexicalIndex, open_lexical
 from indexer.stores.faiss_store import FaissVectorIndex
 from ranker.fusion import Fused, FusionConfig, fuse
 from ranker.policy import Decision, Policy, PolicyRow, load_policy
+from shopfusion.artifacts import EncoderRef
 from shopfusion.config import Settings
 from shopfusion.encoders import Encoder, load_encoder
 from shopfusion.errors import BackendError, IndexStateError, QueryError
@@ -51,6 +52,12 @@ class SearchOptions:
         return row.override(method=self.method, alpha=self.alpha, normalization=self.normalization,
                             rrf_k=self.rrf_k, depth=self.depth)
 
+    def given(self) -> dict[str, str]:
+        """The options this call sets, in the `[search]` key names `--explain` reports overrides by."""
+        names = {"method": "fusion", "alpha": "alpha", "normalization": "normalization", "rrf_k": "rrf_k",
+                 "depth": "depth"}
+        return {names[key]: "call" for key, value in self.__dict__.items() if value is not None}
+
 
 class HybridSearcher:
     """Reads the version the manifest names at construction; open a new one after re-indexing."""
@@ -74,7 +81,7 @@ class HybridSearcher:
             self.close()
             raise
         self.encoder: Encoder = load_encoder(self.manifest.model, self.settings.index.device)
-        self.policy = policy or load_policy(self.settings.search)
+        self.policy = policy or load_policy(self.settings, EncoderRef(self.manifest.model_id, self.manifest.dim))
 
     def close(self) -> None:
         self.store.close()
@@ -92,8 +99,8 @@ class HybridSearcher:
         vector = self.encoder.encode_query(query) if mode != "lexical" else None
         decision = self._decide(query, vector, options)
         row = decision.row
-        if not row.search:
-            return Results(query, (), row.fusion.to_dict(), decision.intent, row.message)
+        if not row.search:  # only where a deployment's policy opted in to withholding this intent
+            return Results(query, (), row.fusion.to_dict(), decision.intent, decision.message, decision.warnings)
         depth = max(row.depth, k)
         legs: dict[str, list[LegHit]] = {}
         warnings: list[str] = []
@@ -125,10 +132,18 @@ class HybridSearcher:
             return {}
 
     def _decide(self, query: str, vector: np.ndarray | None, options: SearchOptions | None) -> Decision:
+        """The policy's decision, with this call's options applied over it (and named in `--explain`)."""
         decision = self.policy.decide(query, vector)
-        if options is not None:
-            decision = Decision(decision.intent, options.apply(decision.row))
-        return decision
+        given = options.given() if options is not None else {}
+        if not given:
+            return decision
+        assert options is not None
+        row = options.apply(decision.row)
+        intent = decision.intent
+        if intent is not None:
+            overrides = {**intent.policy.get("overrides", {}), **given}
+            intent = replace(intent, policy={**intent.policy, **row.to_dict(), "overrides": overrides})
+        return replace(decision, intent=intent, row=row)
 
     def _results(self, query: str, fused: list[Fused], decision: Decision, mode: str, explain: bool,
                  extra_products: dict[str, Product]) -> Results:
@@ -142,7 +157,7 @@ class HybridSearcher:
         info = {"mode": mode, **decision.row.fusion.to_dict(), "depth": decision.row.depth}
         if mode != "hybrid":
             info = {"mode": mode, "depth": decision.row.depth}
-        return Results(query, hits, info, decision.intent)
+        return Results(query, hits, info, decision.intent, decision.message, decision.warnings)
 
     # -- re-ranking ----------------------------------------------------------------------------------
     def rerank(self, query: str, candidates: Sequence[Candidate], *, options: SearchOptions | None = None,
@@ -163,10 +178,7 @@ class HybridSearcher:
             unique.setdefault(candidate.product_id, candidate)
         order = {pid: i for i, pid in enumerate(unique)}
         vector = self.encoder.encode_query(query)
-        decision = self._decide(query, vector, options)
-        if not decision.row.search:  # a service question: say so instead of ranking products
-            return Results(query, (), {**decision.row.fusion.to_dict(), "mode": "rerank",
-                                       "candidates": len(unique)}, decision.intent, decision.row.message)
+        decision = self._decide(query, vector, options)  # re-ranking never withholds the caller's candidates
         known = self.store.get_many(list(unique))
         extra = {pid: c.product for pid, c in unique.items() if pid not in known and c.product is not None}
 
@@ -187,11 +199,10 @@ class HybridSearcher:
             fusion = fusion.__class__(**{**fusion.__dict__,
                                          "extra_weights": {**fusion.extra_weights, ENGINE_LEG: engine_weight}})
         fused = fuse(legs, fusion, order=order)
-        results = self._results(query, fused, Decision(decision.intent, row), "rerank", explain, extra)
+        results = self._results(query, fused, replace(decision, row=row), "rerank", explain, extra)
         info = {**results.fusion, "mode": "rerank", "candidates": len(unique), "indexed": len(known),
                 "scored_from_text": len(extra), "unscorable": len(unique) - len(known) - len(extra)}
-        return Results(results.query, results.hits, info, results.intent, results.message,
-                       (*results.warnings, *warnings))
+        return replace(results, fusion=info, warnings=(*results.warnings, *warnings))
 
     def _pool_lexical(self, query: str, known: dict[str, Product], extra: dict[str, Product]) -> dict[str, float]:
         from indexer.stores.tantivy_store import pool_index

@@ -110,17 +110,27 @@ class Client:
 
             raise QueryError("no query of the queries file has judgments in the qrels file: check the ids")
         report: dict[str, Any] = {"mode": mode, "queries": len(judged), "k": k, "runs": {}}
+        warnings: set[str] = set()
         for name in runs:
-            run = self._run(name, judged, query_map, judgments, mode, k, progress, search_options)
+            run = self._run(name, judged, query_map, judgments, mode, k, progress, search_options, warnings)
             report["runs"][name] = evaluate(run, {q: judgments[q] for q in judged})
             if run_dir is not None:
                 Path(run_dir).mkdir(parents=True, exist_ok=True)
                 write_trec_run(run, Path(run_dir) / f"{name}.{mode}.trec", tag=f"shopfusion-{name}")
+        report["models"] = self.models()
+        report["warnings"] = sorted(warnings)
         return report
+
+    def models(self) -> dict[str, Any]:
+        """What answers queries: the index version, its encoder, the intent model and the fusion policy."""
+        searcher = self.searcher
+        info = dict(getattr(searcher.policy, "info", {}))
+        return {"index_version": searcher.manifest.version, "encoder": searcher.manifest.model_id,
+                "intent_model": info.get("intent_model"), "policy": info.get("policy", "none")}
 
     def _run(self, name: str, judged: list[str], queries: Mapping[str, str],
              judgments: Mapping[str, Mapping[str, float]], mode: EvalMode, k: int, progress: bool,
-             options: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+             options: Mapping[str, Any], warnings: set[str]) -> dict[str, dict[str, float]]:
         from tqdm.auto import tqdm
 
         if name not in {"hybrid", "lexical", "dense"}:
@@ -137,6 +147,7 @@ class Client:
                 if alpha is not None:
                     pool_options.update(fusion="linear", alpha=alpha)
                 results = self.rerank(queries[qid], list(judgments[qid]), **pool_options)
+            warnings.update(results.warnings)
             run[qid] = {hit.product_id: float(len(results.hits) - hit.rank + 1) for hit in results.hits}
         return run
 
