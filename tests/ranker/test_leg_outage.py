@@ -59,6 +59,8 @@ def test_rollback_moves_the_elasticsearch_alias(env: dict[str, str], tmp_path: P
     assert code == 0 and "p04" in {h["product_id"] for h in json.loads(output)["hits"]}
     assert _cli(env, "rollback", "--index", str(index_dir), "--to", "v000002")[0] == 0
     assert active_version(settings, namespace) == "v000002"
+    code, output = _cli(env, "verify", "--index", str(index_dir), "--json")
+    assert code == 0 and json.loads(output)["counts"]["lexical"] == 4
 
 
 def test_elasticsearch_down_degrades_to_the_dense_leg(env: dict[str, str], disposable_es, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
