@@ -44,7 +44,8 @@ from typing import IO, Any
 import numpy as np
 
 from indexer.docstore import EmbeddingJournal, ProductStore, StoredProduct
-from indexer.integrity import VersionCheck, seal
+from indexer.integrity import seal
+from indexer.live import LiveVersion
 from indexer.manifest import IndexDirectory, Manifest, file_sha256
 from indexer.readers import CatalogFormat, detect_format, read_catalog
 from indexer.stores import open_lexical
@@ -169,10 +170,8 @@ class _IndexRun:
         self.summary = IndexSummary(catalog=str(catalog), index=str(directory.path),
                                     rejects_file=str(self.rejects_path))
         self.encoder = load_encoder(settings.index.model, settings.index.device)
-        self.current = self._live_manifest()
-        self.check = (VersionCheck(directory.version_path(self.current.version), self.current)
-                      if self.current is not None else None)
-        self.damaged_old: set[str] = set()
+        self.live = LiveVersion(directory, replace=replace)
+        self.current = self.live.manifest
         self.status: dict[str, str] = {}
         self.vectors: dict[str, np.ndarray] = {}
         self.failed: dict[str, str] = {}
@@ -187,7 +186,7 @@ class _IndexRun:
         incoming = ProductStore(incoming_path)
         old_store: ProductStore | None = None
         try:
-            old_store = self._old_store()
+            old_store = self.live.open_store()
             self.read(incoming)
             needed = self.plan(incoming, old_store)
             self.embed(needed)
@@ -201,6 +200,7 @@ class _IndexRun:
             self._drop_lexical(version)
         self.summary.seconds = round(time.perf_counter() - started, 3)
         self.summary.failures = dict(self.failed)
+        self.summary.warnings[:0] = self.live.warnings
         if self.summary.left_out:
             self.summary.warnings.append(
                 f"{self.summary.left_out} product(s) kept from the previous version could not be embedded with"
@@ -242,66 +242,22 @@ class _IndexRun:
             )
 
     # -- phase 2: plan ------------------------------------------------------------------------------
-    def _live_manifest(self) -> Manifest | None:
-        try:
-            return self.directory.current()
-        except IndexStateError as exc:
-            if not self.replace:
-                raise IndexStateError(f"{exc}; or index the full catalog with --replace") from None
-            self.summary.warnings.append(f"the live manifest is damaged ({exc}); this version is built from"
-                                         " the catalog alone")
-            return None
-
-    def _old_store(self) -> ProductStore | None:
-        """The live version's product store, its damaged rows noted in `damaged_old`; None when there is
-        no live version or (with --replace) its store is unreadable."""
-        if self.current is None or self.check is None:
-            return None
-        state = self.check.store()
-        if not state.readable:
-            message = (f"the product store of the live version {self.current.version} cannot be read"
-                       f" ({state.problem})")
-            if not self.replace:
-                raise IndexStateError(f"{message}: run `shopfusion verify --index {self.directory.path}"
-                                      " --repair`, or index the full catalog with --replace")
-            self.summary.warnings.append(f"{message}: every product of this catalog counts as added")
-            return None
-        self.damaged_old = state.damaged
-        if state.damaged:
-            self.summary.warnings.append(
-                f"{len(state.damaged)} damaged product record(s) in the live version {self.current.version}"
-                f" (e.g. {sorted(state.damaged)[:3]}): not carried forward")
-        return ProductStore(self.directory.version_path(self.current.version) / "products.sqlite")
-
-    def _trusted_vectors(self, store_order: list[str]) -> dict[str, np.ndarray]:
-        """Vectors of the live version that pass their integrity check (none after a model change)."""
-        if self.current is None or self.check is None or self.current.model_id != self.encoder.model_id:
-            return {}
-        state = self.check.vectors(store_order)
-        if not state.readable:
-            self.summary.warnings.append(f"the vectors of the live version {self.current.version} cannot be"
-                                         f" read ({state.problem}): every product is embedded again")
-        elif state.damaged:
-            self.summary.warnings.append(
-                f"{len(state.damaged)} damaged vector(s) in the live version {self.current.version}"
-                f" (e.g. {sorted(state.damaged)[:3]}): embedded again, not reused")
-        return state.trusted
-
     def plan(self, incoming: ProductStore, old_store: ProductStore | None) -> dict[str, str]:
         """Classify every incoming product and return the texts (by text hash) still to embed."""
         old_hashes = old_store.hashes() if old_store is not None else {}
-        trusted = self._trusted_vectors(sorted(old_hashes)) if old_store is not None else {}
-        for pid in self.damaged_old:
+        model_id = self.encoder.model_id
+        trusted = self.live.trusted_vectors(model_id, sorted(old_hashes)) if old_store is not None else {}
+        for pid in self.live.damaged:
             old_hashes.pop(pid, None)  # its recorded hashes cannot be believed either
         incoming_hashes = incoming.hashes()
         for pid, (content_hash, _) in incoming_hashes.items():
-            if pid in self.damaged_old:
+            if pid in self.live.damaged:
                 self.status[pid] = "repaired"
             elif pid not in old_hashes:
                 self.status[pid] = "added"
             elif old_hashes[pid][0] != content_hash:
                 self.status[pid] = "updated"
-            elif self._reusable() and pid not in trusted:
+            elif self.live.reusable(model_id) and pid not in trusted:
                 self.status[pid] = "repaired"  # its vector was damaged: embedded again
             else:
                 self.status[pid] = "unchanged"
@@ -310,7 +266,7 @@ class _IndexRun:
         if self.replace:
             self.summary.deleted = sum(1 for pid in old_hashes if pid not in incoming_hashes)
         elif old_store is not None:
-            lost = sorted(pid for pid in self.damaged_old if pid not in incoming_hashes)
+            lost = sorted(pid for pid in self.live.damaged if pid not in incoming_hashes)
             if lost:
                 raise IndexStateError(
                     f"{len(lost)} product(s) of the live version are damaged and not in this catalog (e.g."
@@ -345,10 +301,6 @@ class _IndexRun:
                 for product in old_store.get_many(missing[start:start + STAGE_CHUNK]).values():
                     needed.setdefault(product.text_hash(), product.embedding_text())
         return needed
-
-    def _reusable(self) -> bool:
-        """Whether the live version's vectors would be reused at all (same model)."""
-        return self.current is not None and self.current.model_id == self.encoder.model_id
 
     # -- phase 3: embed -----------------------------------------------------------------------------
     def embed(self, needed: dict[str, str]) -> None:
@@ -437,7 +389,7 @@ class _IndexRun:
         products, unless `allow_shrink` (the index stays as it is)."""
         if self.allow_shrink:
             return
-        live = int(self.current.counts.get("products", 0)) if self.current is not None else 0
+        live = self.live.products
         s = self.summary
         source = (f"{self.catalog} gave {s.read} record(s): {s.rejected} rejected, {s.duplicates} duplicate(s),"
                   f" {s.embedding_failed} not embedded (rejects in {self.rejects_path})")
@@ -460,7 +412,7 @@ class _IndexRun:
         if old_store is not None and not self.replace:
             old_store.checkpoint()
             for chunk in _chunks(old_store.iter_stored(), STAGE_CHUNK):
-                kept = [s for s in chunk if s.product.id not in self.damaged_old]
+                kept = [s for s in chunk if s.product.id not in self.live.damaged]
                 for s in kept:
                     if s.text_hash not in self.vectors and s.product.id not in self.status:
                         self.failed[s.product.id] = (f"kept from the live version but not embedded:"
@@ -478,7 +430,7 @@ class _IndexRun:
                     good.append(s)
             store.write_many(good)
         if self.replace and old_store is not None and keep_old:
-            previous = old_store.get_many([pid for pid in keep_old if pid not in self.damaged_old])
+            previous = old_store.get_many([pid for pid in keep_old if pid not in self.live.damaged])
             store.write_many(StoredProduct(p, p.content_hash(), p.text_hash()) for p in previous.values()
                              if p.text_hash() in self.vectors)
 

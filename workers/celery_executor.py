@@ -44,20 +44,12 @@ from shopfusion.encoders import load_encoder
 from shopfusion.errors import BackendError, ConfigError
 from workers.celery_app import EMBED_TASK, create_app, redacted
 from workers.executor import EmbedBatch, EmbedResult
+from workers.outage import START_HINT, Outage, bound_client_calls, transient
 from workers.tasks import read_shard, remove_shard, shard_model
 
 logger = logging.getLogger(__name__)
 
 READY = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
-TRANSIENT_ERRORS = frozenset({"ConnectionError", "OperationalError", "TimeoutError", "ConnectionRefusedError",
-                              "ConnectionResetError", "BrokenPipeError", "RecoverableConnectionError",
-                              "ConnectionAbortedError", "BusyLoadingError", "ReadOnlyError"})
-"""Exception type names (redis, kombu, builtins) of a batch that failed because Redis went away."""
-
-START_HINT = (
-    "start Redis (`scripts/redis.sh start`, or `redis-server`) or point SHOPFUSION_CELERY_BROKER_URL "
-    "(and SHOPFUSION_CELERY_RESULT_BACKEND; `[celery]` in shopfusion.toml) at a running one"
-)
 
 
 class CeleryExecutor:
@@ -122,7 +114,7 @@ class CeleryExecutor:
         self.socket_timeout = socket_timeout
         self.max_resends = max_resends
         self._app: Any = None
-        self._outage = _Outage(outage_timeout)
+        self._outage = Outage(outage_timeout)
 
     @property
     def app(self) -> Any:
@@ -130,7 +122,7 @@ class CeleryExecutor:
         if self._app is None:
             app = create_app(self.settings)
             _use_polling_backend(app)
-            _bound_client_calls(app, self.socket_timeout)
+            bound_client_calls(app, self.socket_timeout)
             self._app = app
         return self._app
 
@@ -141,7 +133,7 @@ class CeleryExecutor:
         expected_model = _local_model_id(model, self.device)
         in_flight: dict[str, EmbedBatch] = {}  # task id -> batch
         resends: dict[str, int] = {}
-        self._outage = _Outage(self.outage_timeout)
+        self._outage = Outage(self.outage_timeout)
         seen: set[str] = set()
         source = iter(batches)
         exhausted = False
@@ -170,7 +162,7 @@ class CeleryExecutor:
                     batch = in_flight.pop(task_id)
                     result = self._result(batch, meta, expected_model)
                     self._forget(task_id)
-                    if not result.ok and _transient(meta) and resends.get(batch.batch_id, 0) < self.max_resends:
+                    if not result.ok and transient(meta) and resends.get(batch.batch_id, 0) < self.max_resends:
                         resends[batch.batch_id] = resends.get(batch.batch_id, 0) + 1
                         logger.warning("batch %s failed with a connection error; sending it again (%d of %d)",
                                        batch.batch_id, resends[batch.batch_id], self.max_resends)
@@ -264,7 +256,7 @@ class CeleryExecutor:
 
     def _result(self, batch: EmbedBatch, meta: dict[str, Any], expected_model: str | None) -> EmbedResult:
         status = meta.get("status")
-        if status != "SUCCESS" and _transient(meta):
+        if status != "SUCCESS" and transient(meta):
             rescued = self._rescue(batch, expected_model, meta)
             if rescued is not None:
                 return rescued
@@ -480,75 +472,6 @@ class _WorkerWatch:
         if limit is not None and waited >= limit:
             raise BackendError(f"{hint}; gave up after {waited:.0f} s")
         logger.warning("%s (waiting %.0f s so far)", hint, waited)
-
-
-class _Outage:
-    """Time since Redis last answered this run; past `timeout` the run fails with `BackendError` (the
-    documented broker timeout), else the caller waits a little (capped backoff) and tries again."""
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self.since: float | None = None
-        self.warned = False
-        self.delay = 0.2
-
-    def ok(self) -> None:
-        if self.warned and self.since is not None:
-            logger.warning("Redis answers again after %.0f s", time.monotonic() - self.since)
-        self.since = None
-        self.warned = False
-        self.delay = 0.2
-
-    def noticed(self, started: float) -> None:
-        """A side call (forget, ping, queue size) that began at `started` failed: the outage clock starts
-        there, so the next failing poll or send is judged from then."""
-        if self.since is None:
-            self.since = started
-
-    def failed(self, exc: BaseException, what: str, started: float) -> None:
-        """Called after a Redis call that began at `started` failed."""
-        now = time.monotonic()
-        if self.since is None or not self.warned:
-            self.since = min(self.since or started, started)
-            self.warned = True
-            logger.warning("lost %s (%s: %s); waiting up to %.0f s for it", what, type(exc).__name__, exc,
-                           self.timeout)
-        if now - self.since >= self.timeout:
-            raise BackendError(
-                f"{what} has been unreachable for {now - self.since:.0f} s (celery.outage_timeout ="
-                f" {self.timeout:.0f}; {type(exc).__name__}: {exc}): {START_HINT}; the batches already embedded"
-                " are journaled, so running the same command again resumes"
-            ) from exc
-        time.sleep(min(self.delay, max(0.0, self.since + self.timeout - now)))
-        self.delay = min(2.0, self.delay * 2)
-
-
-def _transient(meta: dict[str, Any]) -> bool:
-    """Whether a finished task failed because Redis went away (a connection error), not because of its
-    texts: its batch deserves another try, not a failure of its products."""
-    exc = meta.get("result")
-    if not isinstance(exc, BaseException):
-        return False
-    if isinstance(exc, ConnectionError | TimeoutError):
-        return True
-    return any(kind.__name__ in TRANSIENT_ERRORS for kind in type(exc).__mro__)
-
-
-def _bound_client_calls(app: Any, timeout: float) -> None:
-    """Give every Redis call of the executor's app a socket timeout and bounded reconnects, so a Redis
-    that hangs instead of refusing connections cannot block a run past `outage_timeout` (the workers keep
-    the defaults of `create_app`: they wait for their broker however long it takes)."""
-    broker_options = dict(app.conf.broker_transport_options or {})
-    broker_options.update(socket_timeout=timeout, socket_connect_timeout=min(timeout, 5.0))
-    app.conf.update(
-        broker_transport_options=broker_options,
-        broker_connection_max_retries=3,
-        broker_connection_timeout=min(timeout, 5.0),
-        redis_socket_timeout=timeout,
-        redis_socket_connect_timeout=min(timeout, 5.0),
-        redis_retry_on_timeout=False,  # the executor's own loop retries, within outage_timeout
-        result_backend_transport_options={"retry_policy": {"timeout": timeout}},
-    )
 
 
 def _use_polling_backend(app: Any) -> None:

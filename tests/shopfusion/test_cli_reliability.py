@@ -153,15 +153,3 @@ def test_embedding_failures_exit_8_after_the_summary(tmp_path: Path, monkeypatch
     assert summary["embedding_failed"] == 1 and summary["rejected"] == 0 and summary["total"] == 12
     assert "1 product(s) could not be embedded" in result.stderr and "run the same command again" in result.stderr
 
-
-def test_connection_failures_are_transient_and_task_errors_are_not() -> None:
-    from workers.celery_executor import _transient
-
-    class ConnectionErrorFromRedis(Exception):
-        pass
-
-    ConnectionErrorFromRedis.__name__ = "ConnectionError"
-    assert _transient({"status": "FAILURE", "result": ConnectionErrorFromRedis("Error 111")})
-    assert _transient({"status": "FAILURE", "result": TimeoutError("read")})
-    assert not _transient({"status": "FAILURE", "result": AttributeError("'NoneType' has no attribute")})
-    assert not _transient({"status": "FAILURE", "result": "text"})
