@@ -23,6 +23,7 @@ def env(disposable_es) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return {
         "SHOPFUSION_INDEX_MODEL": "hash:32",
         "SHOPFUSION_SEARCH_POLICY": "none",
+        "SHOPFUSION_SEARCH_INTENT_MODEL": "none",
         "SHOPFUSION_INDEX_LEXICAL": "elasticsearch",
         "SHOPFUSION_ELASTICSEARCH_HOSTS": disposable_es.url,
         "SHOPFUSION_ELASTICSEARCH_ANALYZER": "standard",
