@@ -31,7 +31,7 @@ from shopfusion.artifacts import EncoderRef
 from shopfusion.config import Settings
 from shopfusion.encoders import Encoder, load_encoder
 from shopfusion.errors import BackendError, IndexStateError, QueryError
-from shopfusion.types import Candidate, Filters, Hit, LegHit, LegScore, Product, Results
+from shopfusion.types import Candidate, Filters, Hit, LegHit, LegScore, Product, Results, Unscored
 
 Mode = Literal["hybrid", "lexical", "dense"]
 _LegResult = TypeVar("_LegResult")
@@ -167,7 +167,8 @@ class HybridSearcher:
         Candidates the index holds are scored by its BM25 and its stored vectors. Candidates it lacks
         are scored from the `product` they carry; then every candidate is scored by BM25 over the
         candidate pool so that the lexical scores stay comparable. A candidate neither indexed nor
-        carrying a product can only score 0 and keeps its original relative order. Scores that the
+        carrying a product cannot be scored: it stays in the hits, ranked after every scored candidate
+        in its original order, and is listed in `unscored` with the reason (never silently scored 0). Scores that the
         other engine sent form a third leg, `engine`, weighted by `engine_weight` (0: shown, not counted).
         """
         query = query.strip()
@@ -181,6 +182,8 @@ class HybridSearcher:
         decision = self._decide(query, vector, options)  # re-ranking never withholds the caller's candidates
         known = self.store.get_many(list(unique))
         extra = {pid: c.product for pid, c in unique.items() if pid not in known and c.product is not None}
+        unscored = tuple(Unscored(pid, "not in the index, and " + (c.note or "it carries no title or text"))
+                         for pid, c in unique.items() if pid not in known and pid not in extra)
 
         warnings: list[str] = []
         lexical_leg = self._call_leg("lexical", lambda: self._pool_lexical(query, known, extra) if extra
@@ -201,8 +204,13 @@ class HybridSearcher:
         fused = fuse(legs, fusion, order=order)
         results = self._results(query, fused, replace(decision, row=row), "rerank", explain, extra)
         info = {**results.fusion, "mode": "rerank", "candidates": len(unique), "indexed": len(known),
-                "scored_from_text": len(extra), "unscorable": len(unique) - len(known) - len(extra)}
-        return replace(results, fusion=info, warnings=(*results.warnings, *warnings))
+                "scored_from_text": len(extra), "unscorable": len(unscored)}
+        said = (*results.warnings, *warnings)
+        if unscored:
+            said += (f"{len(unscored)} of {len(unique)} candidates could not be scored and are ranked last"
+                     " in their original order (see `unscored`): send their title or text, or name the"
+                     " source field that holds it with `fields`",)
+        return replace(results, fusion=info, warnings=said, unscored=unscored)
 
     def _pool_lexical(self, query: str, known: dict[str, Product], extra: dict[str, Product]) -> dict[str, float]:
         from indexer.stores.tantivy_store import pool_index
