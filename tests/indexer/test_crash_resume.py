@@ -55,10 +55,12 @@ def _snapshot(index_dir: Path) -> tuple[list[str], np.ndarray, list[list[str]]]:
     return ids, matrix, results
 
 
-def _kill_until_done(catalog: Path, index_dir: Path, published_before: str | None) -> tuple[int, dict]:
+def _kill_until_done(catalog: Path, index_dir: Path, published_before: str | None) -> tuple[int, dict, str | None]:
+    """Kill runs until one finishes: (kills, its summary, the version live when that run started)."""
     kills = 0
     delay = 0.4
     for _ in range(40):
+        live = IndexDirectory(index_dir).read_manifest().version if IndexDirectory(index_dir).exists() else None
         process = _start(catalog, index_dir)
         time.sleep(delay)
         if process.poll() is None:
@@ -74,7 +76,7 @@ def _kill_until_done(catalog: Path, index_dir: Path, published_before: str | Non
             continue
         out, err = process.communicate()
         assert process.returncode == 0, err
-        return kills, json.loads(out.strip().splitlines()[-1])
+        return kills, json.loads(out.strip().splitlines()[-1]), live
     pytest.fail("the indexing run never finished")
 
 
@@ -85,7 +87,7 @@ def test_sigkill_at_any_point_then_resume_equals_uninterrupted_run(tmp_path: Pat
     run_index(catalog, reference, settings=SETTINGS)
 
     index_dir = tmp_path / "killed"
-    kills, summary = _kill_until_done(catalog, index_dir, None)
+    kills, summary, _ = _kill_until_done(catalog, index_dir, None)
     assert kills >= 3, "the kills should have landed in several phases"
     assert summary["total"] == 2500 and summary["balanced"]
     assert verify_index(index_dir, SETTINGS).ok
@@ -99,8 +101,11 @@ def test_sigkill_at_any_point_then_resume_equals_uninterrupted_run(tmp_path: Pat
     changed = _catalog(tmp_path / "changed.jsonl", 2500, variant=5)
     run_index(changed, reference, settings=SETTINGS)
     published = IndexDirectory(index_dir).read_manifest().version
-    kills, summary = _kill_until_done(changed, index_dir, published)
-    assert summary["updated"] == 625 and summary["balanced"]
+    kills, summary, live = _kill_until_done(changed, index_dir, published)
+    if live == published:  # the finishing run published the changed catalog
+        assert summary["updated"] == 625 and summary["balanced"]
+    else:  # a run killed after its switch had published it: the finishing run found it all unchanged
+        assert summary["unchanged"] == 2500 and summary["balanced"]
     ids, matrix, results = _snapshot(index_dir)
     ref_ids, ref_matrix, ref_results = _snapshot(reference)
     assert ids == ref_ids
