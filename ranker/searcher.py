@@ -155,7 +155,7 @@ class HybridSearcher:
             for rank, f in enumerate(fused, start=1)
         )
         info = {"mode": mode, **decision.row.fusion.to_dict(), "depth": decision.row.depth}
-        if mode != "hybrid":
+        if mode in ("lexical", "dense"):  # one leg: no fusion to report
             info = {"mode": mode, "depth": decision.row.depth}
         return Results(query, hits, info, decision.intent, decision.message, decision.warnings)
 
