@@ -111,3 +111,32 @@ def test_elasticsearch_down_degrades_to_the_dense_leg(env: dict[str, str], dispo
 
     code, output = _cli(env, "search", "cordless drill", "--index", str(index_dir), "--json")
     assert code == 0 and json.loads(output) == healthy
+
+
+def test_http_service_answers_from_the_dense_leg_while_elasticsearch_is_down(  # type: ignore[no-untyped-def]
+        env: dict[str, str], disposable_es, tmp_path: Path) -> None:
+    """A real `shopfusion serve` process: while the node is down /search answers 200 with the warning in
+    its body (a 502 naming Elasticsearch with `on_leg_failure = "fail"`), and /ready stays ready."""
+    from tests.plugins.service import running_server
+
+    index_dir = tmp_path / "idx"
+    catalog = write_jsonl(tmp_path / "c.jsonl", [p.to_dict() for p in TINY])
+    assert _cli(env, "index", str(catalog), "--index", str(index_dir))[0] == 0
+    with running_server(index_dir, tmp_path / "degrade.log", env) as degrading, \
+            running_server(index_dir, tmp_path / "fail.log", {**env, "SHOPFUSION_SEARCH_ON_LEG_FAILURE": "fail"}) \
+            as failing:
+        healthy = degrading.post("/search", {"query": "garden hose", "k": 3})
+        assert healthy.status == 200 and healthy.json()["warnings"] == []
+        disposable_es.stop()
+        try:
+            reply = degrading.post("/search", {"query": "garden hose", "k": 3})
+            assert reply.status == 200, reply.body
+            body = reply.json()
+            assert body["hits"][0]["product_id"] == "p04"
+            assert len(body["warnings"]) == 1 and "lexical leg is down" in body["warnings"][0]
+            assert degrading.request("GET", "/ready").status == 200
+            refused = failing.post("/search", {"query": "garden hose", "k": 3})
+            assert refused.status == 502 and "cannot reach Elasticsearch" in refused.json()["error"]["message"]
+        finally:
+            disposable_es.start()
+        assert degrading.post("/search", {"query": "garden hose", "k": 3}).json() == healthy.json()
