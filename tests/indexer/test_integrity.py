@@ -149,6 +149,32 @@ def test_truncated_files_give_clear_errors_and_are_repaired(index: tuple[Path, P
     assert code == 0 and json.loads(output)["hits"]
 
 
+@pytest.mark.parametrize("target", ["vectors/vectors.npy", "vectors/ids.json", "products.sqlite",
+                                    "lexical/ordinals.json"])
+def test_a_reindex_rebuilds_truncated_files(index: tuple[Path, Path], target: str) -> None:
+    """`index` on a damaged live version: unreadable vectors are embedded again, a lexical leg is always
+    rebuilt from the product store; an unreadable product store stops an additive run (its products
+    would be lost) with the fix, and a --replace run rebuilds it from the catalog."""
+    catalog, idx = index
+    path = _version(idx) / target
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    code, output = _cli("index", str(catalog), "--index", str(idx), "--json")
+    if target == "products.sqlite":
+        assert code == 5 and "verify --index" in output and "--repair" in output
+        code, output = _cli("index", str(catalog), "--index", str(idx), "--replace", "--json")
+        assert code == 0, output
+        assert json.loads(output)["added"] == 120
+    else:
+        assert code == 0, output
+        summary = json.loads(output)
+        assert summary["total"] == 120 and summary["rejected"] == 0
+        if target.startswith("vectors/"):
+            assert summary["repaired"] == 120 and summary["embedded"] == 120
+    assert _cli("verify", "--index", str(idx))[0] == 0
+    code, output = _cli("search", "cordless drill", "--index", str(idx), "--json")
+    assert code == 0 and json.loads(output)["hits"]
+
+
 def test_damaged_product_records_are_recovered_from_the_catalog(index: tuple[Path, Path]) -> None:
     import sqlite3
 
