@@ -5,7 +5,7 @@ Usage: python -m tests.indexer.crash_target CATALOG INDEX_DIR [KILL_AT]
 KILL_AT (absent: run to the end and print the summary as JSON) is one of
     read:N     after N catalog records were read (phase 1: staging)
     embed:N    right after the N-th embedding batch of this run was journaled (phase 3)
-    build:N    at the N-th vector upsert into the version being built (phase 4)
+    build:N    at the N-th chunk written to the lexical leg of the version being built (phase 4)
     switch     after the finished version was moved into versions/, before the manifest names it
     prune      after the manifest was switched, before old versions are pruned and staging is removed
 The moment is chosen by the test, not by a timer, so every kill lands where the test means it to, on a
@@ -22,10 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import indexer.docstore as docstore
 import indexer.manifest as manifest
 import indexer.pipeline as pipeline
-from indexer.stores.faiss_store import FaissVectorIndex
 from shopfusion.config import Settings
 
 MOMENTS = ("read", "embed", "build", "switch", "prune")
@@ -68,9 +66,18 @@ def arm(kill_at: str) -> None:
 
         pipeline.read_catalog = reading  # type: ignore[assignment]
     elif moment == "embed":
-        docstore.EmbeddingJournal.append = _after_calls(docstore.EmbeddingJournal.append, calls)  # type: ignore[method-assign]
+        journal = pipeline.EmbeddingJournal  # wherever the pipeline takes its journal from
+        journal.append = _after_calls(journal.append, calls)  # type: ignore[method-assign]
     elif moment == "build":
-        FaissVectorIndex.upsert = _after_calls(FaissVectorIndex.upsert, calls, before=True)  # type: ignore[method-assign]
+        open_lexical = pipeline.open_lexical
+
+        def opening(*args: Any, **kwargs: Any) -> Any:
+            store = open_lexical(*args, **kwargs)
+            if kwargs.get("create"):  # the version being built
+                store.upsert = _after_calls(store.upsert, calls, before=True)  # type: ignore[method-assign]
+            return store
+
+        pipeline.open_lexical = opening
     elif moment == "switch":
         write = manifest.write_json_atomic
 
