@@ -70,3 +70,25 @@ def test_packaged_model_passes_the_pickle_check() -> None:
     from shopfusion.encoders import check_safetensors, default_model_path
 
     check_safetensors(default_model_path())
+
+
+@pytest.mark.parametrize("kind", ["intent-model", "fusion-policy"])
+def test_artifact_directories_with_a_pickle_are_refused(tmp_path: Path, kind: str) -> None:
+    """Every shopfusion artifact (intent models, fusion policies) is read through `read_card`, which
+    applies the same pickle rule before reading anything."""
+    import shutil
+
+    from ranker.intent import default_intent_model_dir, load_intent_model
+    from ranker.policy import default_policy_dir
+    from shopfusion.artifacts import read_card
+
+    source = default_intent_model_dir() if kind == "intent-model" else default_policy_dir()
+    copy = tmp_path / "artifact"
+    shutil.copytree(source, copy)
+    read_card(copy, kind)  # the shipped artifact passes
+    (copy / "extra.pkl").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(ConfigError, match="extra.pkl"):
+        read_card(copy, kind)
+    if kind == "intent-model":
+        with pytest.raises(ConfigError, match="pickled weights file"):
+            load_intent_model(copy)
