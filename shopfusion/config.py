@@ -69,6 +69,9 @@ class SearchSettings:
     rrf_k: float = 60.0
     policy: str = "default"
     """Per-intent fusion policy: `default` (shipped), `none` (static fusion above) or a policy file path."""
+    ranker: str = "none"
+    """Learned ranking stage after fusion: `none`, or the directory of a ranker written by
+    `shopfusion train ranker` (it then orders the union of both legs' candidates)."""
 
 
 @dataclass(frozen=True)

@@ -220,3 +220,8 @@ def _mount_policy_command() -> None:
 
 
 _mount_policy_command()
+
+
+from trainer.ranker_cli import ranker as _ranker_command  # noqa: E402  (`train ranker`, issue 10)
+
+train.add_command(_ranker_command)

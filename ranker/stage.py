@@ -1,0 +1,209 @@
+"""The learned ranking stage: a searcher's candidates -> features -> a LambdaMART order.
+
+After retrieval and fusion, the union of both legs' candidates (each leg's `depth`, so up to twice that)
+is scored by a trained ranker (`ranker.learned`) and re-ordered; the fused order only breaks ties. The
+same `RankingStage.collect` builds the `CandidateSet` whose features the trainer learns from and the
+searcher serves, so the two cannot drift apart.
+
+Per query the stage needs: each candidate's per-field BM25 (from the lexical engine: with tantivy, which
+analyses in this process, from cached analysed products and the index's statistics; with Elasticsearch,
+one `field_scores` request), each candidate's cosine similarity (stored vectors; candidates the index
+lacks are encoded by the caller), the legs' lists, the intent probabilities and a `ProductView` of
+every candidate. Views are cached by product id (LRU, `cache_size`), so a product is tokenised once per
+searcher, not once per query.
+
+Re-ranking passes products the index does not hold as `extra`: they get the same features, their BM25
+scored with the index's statistics (`LexicalIndex.score_products`), never with a throw-away index.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexer.docstore import ProductStore
+from indexer.stores.base import TEXT_FIELDS, LexicalIndex, LocallyAnalyzed, VectorIndex
+from ranker.features import (
+    INTENT_LABELS,
+    CandidateSet,
+    ProductView,
+    extract,
+    local_field_scores,
+    product_view,
+)
+from ranker.fusion import Fused
+from ranker.learned import LearnedRanker
+from shopfusion.artifacts import EncoderRef, check_encoder
+from shopfusion.errors import IndexStateError
+from shopfusion.types import FeatureContribution, Intent, LegHit, Product
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE_SIZE = 200_000
+"""Product views kept per searcher (a few hundred bytes each); the least recently used go first."""
+EXPLAIN_TOP = 8
+"""Contributions shown per hit by `explain` (the rest are in the score but not listed)."""
+
+
+def intent_probabilities(intent: Intent | None) -> dict[str, float]:
+    """The intent model's class probabilities over `INTENT_LABELS` for the intent features.
+
+    HOOK (issue 9): the intent model is being rewritten to carry `probabilities` (a mapping over the
+    taxonomy labels); until a prediction carries them, the features are all 0 (as with rules only)."""
+    if intent is None:
+        return {}
+    probabilities = getattr(intent, "probabilities", None)
+    if probabilities is None and isinstance(intent.policy, Mapping):
+        probabilities = intent.policy.get("probabilities")
+    if not isinstance(probabilities, Mapping):
+        return {}
+    return {label: float(probabilities.get(label, 0.0)) for label in INTENT_LABELS}
+
+
+class RankingStage:
+    """Builds candidate sets for one index version (its product store and both legs) and orders them."""
+
+    def __init__(self, store: ProductStore, lexical: LexicalIndex, vectors: VectorIndex, *,
+                 cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        self.store = store
+        self.lexical = lexical
+        self.vectors = vectors
+        self.local = isinstance(lexical, LocallyAnalyzed)
+        self.cache_size = cache_size
+        self._views: OrderedDict[str, ProductView] = OrderedDict()
+
+    # -- product views ----------------------------------------------------------------------------------
+    def _view(self, product: Product) -> ProductView:
+        analyze = self.lexical.analyze_fields if self.local else None  # type: ignore[attr-defined]
+        return product_view(product, analyze)
+
+    def views(self, ids: Sequence[str], extra: Mapping[str, Product] | None = None) -> list[ProductView]:
+        """Views of indexed products (cached) and of `extra` products (the caller's, never cached: the
+        same id may come with other text next time). An id with neither is an empty product."""
+        extra = extra or {}
+        cache = self._views
+        missing = [pid for pid in ids if pid not in cache and pid not in extra]
+        if missing:
+            for pid, stored in self.store.get_many(missing).items():
+                cache[pid] = self._view(stored)
+        out = []
+        for pid in ids:
+            product = extra.get(pid)
+            if product is not None:
+                out.append(self._view(product))
+                continue
+            view = cache.get(pid)
+            if view is None:
+                view = self._view(Product(id=pid, title=""))
+            else:
+                cache.move_to_end(pid)
+            out.append(view)
+        while len(cache) > self.cache_size:
+            cache.popitem(last=False)
+        return out
+
+    # -- candidate sets ---------------------------------------------------------------------------------
+    def collect(self, query: str, vector: np.ndarray, legs: Mapping[str, Sequence[LegHit]],
+                ids: Sequence[str], *, intent: Mapping[str, float] | None = None,
+                extra: Mapping[str, Product] | None = None,
+                dense: Mapping[str, float] | None = None) -> CandidateSet:
+        """The candidate set of `ids` (in the fused order) for `query`. `dense`: cosine similarities the
+        caller already has (the dense leg's, or those of encoded `extra` products); the rest are read
+        from the stored vectors."""
+        extra = extra or {}
+        ids = list(dict.fromkeys(ids))
+        views = self.views(ids, extra)
+        if self.local:
+            stats = self.lexical.field_statistics(query)  # type: ignore[attr-defined]
+            fields = local_field_scores(stats, views)
+        else:
+            fields = np.zeros((len(ids), len(TEXT_FIELDS)), dtype=np.float32)
+            indexed = [pid for pid in ids if pid not in extra]
+            if indexed:
+                rows = [i for i, pid in enumerate(ids) if pid not in extra]
+                fields[rows] = self.lexical.field_scores(query, indexed)
+            if extra:
+                rows = [i for i, pid in enumerate(ids) if pid in extra]
+                fields[rows] = self.lexical.score_products(query, [extra[ids[i]] for i in rows])
+        known = dict(dense or {})
+        for hit in legs.get("dense", ()):
+            known.setdefault(hit.product_id, hit.score)
+        need = [pid for pid in ids if pid not in known and pid not in extra]
+        if need:
+            known.update(self.vectors.score(vector, need))
+        cosine = np.array([known.get(pid, 0.0) for pid in ids], dtype=np.float32)
+        return CandidateSet(query, tuple(ids), tuple(views), fields, cosine, legs, dict(intent or {}))
+
+    # -- ordering -----------------------------------------------------------------------------------------
+    def order(self, ranker: LearnedRanker, candidates: CandidateSet, fused: Sequence[Fused], *,
+              explain: bool = False, k: int | None = None
+              ) -> tuple[list[Fused], dict[str, tuple[FeatureContribution, ...]]]:
+        """`fused` re-ordered by the ranker's scores (the fused order breaks ties), with the top `k`
+        hits' contributions when `explain`. Every fused candidate is kept."""
+        features = extract(candidates)
+        scores = ranker.score(features)
+        by_id = {pid: i for i, pid in enumerate(candidates.ids)}
+        ranked = sorted(range(len(fused)), key=lambda i: (-scores[by_id[fused[i].product_id]], i))
+        out = [Fused(fused[i].product_id, float(scores[by_id[fused[i].product_id]]), fused[i].legs) for i in ranked]
+        contributions: dict[str, tuple[FeatureContribution, ...]] = {}
+        if explain and out:
+            shown = out if k is None else out[:k]
+            rows = [by_id[f.product_id] for f in shown]
+            for hit, items in zip(shown, ranker.contributions(features, rows, top=EXPLAIN_TOP), strict=True):
+                contributions[hit.product_id] = items
+        return out, contributions
+
+
+def open_ranker(path: str, *, encoder: EncoderRef, lexical: Mapping[str, Any],
+                intent_model: str | None) -> tuple[LearnedRanker, list[str]]:
+    """Load a ranker for an index, refusing one that cannot read its features.
+
+    A ranker is only ever used because someone configured it, so a mismatch that changes what features
+    mean is an error (`check_encoder(strict=True)`): another encoder's cosine similarities, or intent
+    probabilities from another intent model than the one this searcher runs. Another lexical engine or
+    analyzer changes BM25 values only slightly: a warning, returned for `Results.warnings`."""
+    ranker = LearnedRanker.load(path)
+    check_encoder(ranker.card, encoder, what=f"the ranker {path}", strict=True)
+    spec = ranker.spec
+    if spec.intent_model and spec.intent_model != intent_model:
+        raise IndexStateError(
+            f"the ranker {path} reads the probabilities of intent model {spec.intent_model}, but this search runs"
+            f" {intent_model or 'no intent model'}: configure that intent model, or retrain the ranker with"
+            " `shopfusion train ranker` under the current settings")
+    warnings = []
+    trained = {key: spec.lexical.get(key) for key in ("engine", "analyzer") if spec.lexical.get(key)}
+    serving = {key: lexical.get(key) for key in trained}
+    if trained != serving:
+        warnings.append(f"the ranker {path} was trained with lexical {trained} and this index uses {serving}:"
+                        " BM25 features differ somewhat; retrain it on this index for the best order")
+    return ranker, warnings
+
+
+def intent_model_ref(policy_setting: str) -> str | None:
+    """The identity (`directory_hash`) of the intent model whose probabilities search computes, for the
+    ranker's card and the check above.
+
+    HOOK (issue 9): today the intent model lives inside the fusion policy directory (`search.policy`);
+    once `search.intent_model` names it, hash that directory instead."""
+    from shopfusion.artifacts import directory_hash
+
+    if policy_setting in {"none", "static"}:
+        return None
+    if policy_setting == "default":
+        from ranker.intent_policy import default_policy_dir
+
+        directory = default_policy_dir()
+    else:
+        directory = Path(policy_setting).expanduser()
+        if directory.is_file():
+            directory = directory.parent
+    return directory_hash(directory) if directory.is_dir() else None
+
+
+__all__ = ["DEFAULT_CACHE_SIZE", "EXPLAIN_TOP", "RankingStage", "intent_model_ref", "intent_probabilities",
+           "open_ranker"]
