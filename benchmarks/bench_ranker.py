@@ -300,7 +300,13 @@ def main() -> None:
 def homedepot(index_dir: Path, work: Path, sessions: int, latency_queries: int, grid: bool, threads: int) -> None:
     """Learned ranker vs static fusion, intent policy and RRF on held-out Home Depot queries."""
     from ranker.fusion import FusionConfig
-    from trainer.clicks import click_labels, debiased_relevance, estimate_propensities, simulate, write_click_log
+    from trainer.clicks import (
+        click_labels,
+        debiased_relevance,
+        estimate_propensities,
+        simulate,
+        write_click_log,
+    )
     from trainer.ranker_trainer import RankerParams, extract_features, judgment_gains, save_ranker
 
     started = time.time()
@@ -445,7 +451,7 @@ def transfer(index_dir: Path, work: Path, threads: int) -> None:
 
     results: dict[str, Any] = {"hd_alpha": hd_alpha, "params": {"num_leaves": base.num_leaves,
                                "learning_rate": base.learning_rate, "min_data_in_leaf": base.min_data_in_leaf}}
-    for name, (searcher, queries, qrels, table) in targets.items():
+    for name, (_, queries, qrels, table) in targets.items():
         target_sweep = {a: mean_ndcg(fusion_run(table, queries, FusionConfig("linear", a)), qrels, 0.0) for a in ALPHAS}
         oracle = max(target_sweep, key=lambda a: target_sweep[a])
         runs = {f"static linear alpha {hd_alpha} (HD choice)": fusion_run(table, queries, FusionConfig("linear", hd_alpha)),

@@ -36,6 +36,7 @@ import os
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,7 @@ def homedepot(args: argparse.Namespace) -> dict:
 
     from shopfusion.evaluation import load_qrels, load_queries
     from trainer.artifacts import ModelCard, save_encoder
-    from trainer.datasets import document_text, load_products
+    from trainer.datasets import load_products
     from trainer.encoder_trainer import (
         EncoderTrainer,
         EncoderTrainingArguments,
@@ -96,7 +97,7 @@ def homedepot(args: argparse.Namespace) -> dict:
 
     rng = random.Random(args.seed)
     products = load_products(DATA / "homedepot" / "products.jsonl")
-    documents = {p.id: document_text(p) for p in products}
+    documents = {p.id: p.embedding_text() for p in products}  # what the index embeds
     queries, qrels = load_queries(DATA / "homedepot" / "queries.jsonl"), load_qrels(DATA / "homedepot" / "qrels.tsv")
     test_ids = sorted(q for q in qrels if q in queries and _test_query(q))
     train_ids = [q for q in qrels if q in queries and not _test_query(q)]
@@ -167,7 +168,7 @@ def homedepot(args: argparse.Namespace) -> dict:
 
 def bigbasket(args: argparse.Namespace) -> dict:
     from trainer.artifacts import load_sentence_transformer
-    from trainer.datasets import category_name_queries, document_text, load_products
+    from trainer.datasets import category_name_queries, load_products
     from trainer.encoder_trainer import EncoderTrainer, EncoderTrainingArguments, examples_from_pseudo_queries
     from trainer.evaluators import RetrievalEvaluator
     from trainer.mining import BM25
@@ -179,7 +180,8 @@ def bigbasket(args: argparse.Namespace) -> dict:
     rng = random.Random(args.seed)
     products = load_products(DATA / "bigbasket" / "products.jsonl")
     products = rng.sample(products, min(args.target_catalog_size, len(products)))
-    documents = {p.id: document_text(p) for p in products}
+    # what an index of these products embeds, without the category path the queries are made from
+    documents = {p.id: replace(p, category_path=()).embedding_text() for p in products}
     queries, qrels = category_name_queries(products)
     evaluators = {mode: RetrievalEvaluator(queries, qrels, documents, mode=mode, min_grade=0.0)
                   for mode in ("corpus", "pool")}

@@ -174,7 +174,7 @@ def quantities(words: Sequence[str]) -> set[str]:
 
 def trigrams(words: Sequence[str]) -> frozenset[str]:
     """Character trigrams of each term padded with spaces (`"drill"` -> ` dr`, `dri`, ..., `ll `)."""
-    out = set()
+    out: set[str] = set()
     for word in words:
         padded = f" {word} "
         out.update(padded[i:i + 3] for i in range(len(padded) - 2))

@@ -1,42 +1,46 @@
-"""Query intent: the taxonomy, a rule layer, and a small model on the query embedding.
+"""Query intent at serving time: the taxonomy, a rule layer, and the trained intent model (loaded, never
+trained here: `shopfusion train intent` writes it, see `trainer.intent_export`).
 
 Taxonomy (what the user wants, and for product searches how precisely they know it):
 
-| label                        | example                          | what the fusion policy does            |
-|------------------------------|----------------------------------|----------------------------------------|
-| `product_lookup.specific`    | `ge pb911sjss`, `behr deckover`  | item, brand or part number: lexical-heavy |
-| `product_lookup.attribute`   | `3/4 in. copper elbow`           | constrained by size, colour, material  |
-| `product_lookup.broad`       | `patio ideas`, `something to sit on` | exploratory: dense-heavy           |
-| `product_information`        | `how to install a ceiling fan`   | searches, with its own fusion          |
-| `comparison`                 | `ryobi vs dewalt drill`          | searches, with its own fusion          |
-| `service`                    | `where is my order`              | no product search: a message instead   |
+| label                        | example                          | what search does                         |
+|------------------------------|----------------------------------|------------------------------------------|
+| `product_lookup.specific`    | `ge pb911sjss`, `behr deckover`  | item, brand or part number               |
+| `product_lookup.attribute`   | `3/4 in. copper elbow`           | constrained by size, colour, material    |
+| `product_lookup.broad`       | `patio ideas`, `something to sit on` | exploratory                          |
+| `product_information`        | `how to install a ceiling fan`   | products, with its own fusion row        |
+| `comparison`                 | `ryobi vs dewalt drill`          | products, with its own fusion row        |
+| `service`                    | `where is my order`              | products AND a message pointing to help  |
 
-Prediction runs in two layers, rules first: the rule layer catches what patterns do well and with high
-precision (part and model numbers, "vs"/"compare", order/cart/refund phrases); the model
-(softmax-regression heads over the L2-normalised query embedding the dense leg has already computed,
-plus a few surface features) decides the rest. Question openers ("how to", "what size") mark product
-information unless the model is confident the query is a service or other non-product request
-("what is my balance"). A prediction costs well under a millisecond.
+No label hides products: a query that looks like a service question still gets its products, with
+`Results.message` beside them. Withholding is an explicit opt-in policy row (`search = false`).
 
-Besides the label, the model has an optional `leg` head trained on judgments (which retrieval leg wins
-on a query: `lexical`, `dense` or `either`); the policy may refine a label's fusion row by it (see
-`IntentPrediction.keys`).
+Prediction runs in two layers: high-precision rules first (part and model numbers, "vs"/"compare",
+"where is my order"), then the model: dense heads over the L2-normalised query embedding. The heads read
+the index encoder's query vector (computed once for the dense leg) unless the model carries its own
+fine-tuned encoder (`encoder/` in its directory), which then encodes the query itself. A model trained on
+another encoder's vectors than the index's cannot read them: `IntentModel.compatible` says so and the
+caller refuses or falls back visibly (`shopfusion.artifacts.check_encoder`).
 
-Weights are saved as safetensors next to a small JSON file (labels, feature spec, encoder identity,
-brand list, thresholds); nothing is pickled.
+The intent-model directory (kind `intent-model`, see `shopfusion.artifacts`): `shopfusion_card.json`
+(labels, head layout, rules, encoder reference), `heads.safetensors` (`layer<i>.weight` `[out, in]`,
+`layer<i>.bias`; GELU between layers) and, for models whose encoder was trained, `encoder/`.
 
 >>> rules = RuleLayer(brands={"behr"})
 >>> rules.intent("ryobi vs dewalt drill")
 'comparison'
 >>> rules.specificity("ge pb911sjss range"), rules.specificity("3/4 in. copper elbow")
 ('specific', 'attribute')
+>>> rules.intent("the cart wheels") is None
+True
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import re
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from shopfusion.errors import ConfigError, TrainingError
+from shopfusion.artifacts import EncoderRef, ModelCard, directory_hash, read_card
+from shopfusion.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +59,13 @@ COMPARISON = "comparison"
 SERVICE = "service"
 INTENTS: tuple[str, ...] = (PRODUCT_LOOKUP, PRODUCT_INFORMATION, COMPARISON, SERVICE)
 SPECIFICITIES: tuple[str, ...] = ("specific", "attribute", "broad")
-LEGS: tuple[str, ...] = ("lexical", "dense", "either")
 LABELS: tuple[str, ...] = tuple(f"{PRODUCT_LOOKUP}.{s}" for s in SPECIFICITIES) + INTENTS[1:]
+"""The taxonomy labels, in the order the learned ranker's `intent_<label>` features use."""
 
-MODEL_FORMAT = "shopfusion-intent-model"
-MODEL_VERSION = 1
+HEADS_FILE = "heads.safetensors"
+OWN_ENCODER_DIR = "encoder"
 DEFAULT_SERVICE_THRESHOLD = 0.9
-"""The model must be this sure before a query is answered with a message instead of products."""
+"""The model must be this sure before a query gets the customer-service message."""
 
 
 def intent_label(intent: str, specificity: str | None) -> str:
@@ -70,16 +75,25 @@ def intent_label(intent: str, specificity: str | None) -> str:
     return intent
 
 
+def split_label(label: str) -> tuple[str, str | None]:
+    """`product_lookup.attribute` -> (`product_lookup`, `attribute`); any other label -> (label, None)."""
+    head, _, tail = label.partition(".")
+    if head == PRODUCT_LOOKUP and tail in SPECIFICITIES:
+        return PRODUCT_LOOKUP, tail
+    return label, None
+
+
 @dataclass(frozen=True)
 class IntentPrediction:
-    """What one query wants. `probability` is that of `intent` (1.0 when a rule decided it);
-    `source` says who decided: `rule`, `model` or `rules-only` (no usable model)."""
+    """What one query wants. `probability` is that of the label (1.0 when a rule decided it); `source`
+    says who decided: `rule`, `model` or `rules-only` (no usable model); `probabilities` are the model's
+    class probabilities (empty when only rules ran), what the learned ranker reads."""
 
     intent: str
     specificity: str | None
     probability: float
     source: str
-    leg: str | None = None
+    probabilities: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -87,25 +101,29 @@ class IntentPrediction:
 
     @property
     def keys(self) -> tuple[str, ...]:
-        """Policy keys from the most to the least specific: `label|leg`, `label`, `intent`."""
-        keys = [f"{self.label}|{self.leg}"] if self.leg else []
-        keys.append(self.label)
-        if self.intent != self.label:
-            keys.append(self.intent)
-        return tuple(keys)
+        """Policy keys from the most to the least specific: `label`, then `intent`."""
+        return (self.label,) if self.intent == self.label else (self.label, self.intent)
+
+    def taxonomy_probabilities(self) -> dict[str, float]:
+        """Probabilities over `LABELS` (0 for labels the model does not have)."""
+        return {label: float(self.probabilities.get(label, 0.0)) for label in LABELS}
 
 
 # -- rules ------------------------------------------------------------------------------------------
+# High precision only: a rule that fires on a product query ("the cart wheels", "customer service
+# headset", "store hours sign") puts a wrong message next to its results, so these need context words.
 _SERVICE = [re.compile(p) for p in (
     r"\b(where|status|track|tracking|cancel|change|return|refund)\b.*\bmy (order|package|delivery|purchase|shipment)s?\b",
-    r"\border (status|number|history|tracking)\b",
-    r"\b(track|cancel|return) (an|my|the|this) (order|package|item|purchase)\b",
-    r"\b(my|the) (shopping )?(cart|basket|shopping list)\b",
-    r"\b(add|put|remove|delete)\b.*\b(to|from|in|on) (my )?(cart|basket|shopping list)\b",
+    r"\border (status|history|tracking)\b",
+    r"\b(track|cancel|return) (an|my|this) (order|package|purchase)\b",
+    r"\bmy (shopping )?(cart|basket|shopping list)\b",
+    r"\b(add|put|remove|delete)\b.*\b(to|from|in|on) (my )?(shopping )?(cart|basket|shopping list)\b",
     r"\b(refund|reimburse|chargeback)s?\b",
-    r"\bcustomer (service|support|care)\b",
+    r"\b(call|contact|reach|email|talk to|speak (to|with))\b.*\bcustomer (service|support|care)\b",
+    r"\bcustomer (service|support|care) (number|phone|email|chat|hours)\b",
     r"\b(talk|speak|chat) (to|with) (a |an )?(human|agent|person|representative)\b",
-    r"\b(store|opening) hours\b",
+    r"\b(your|the store'?s?) (store |opening )?hours\b",
+    r"\bwhen (do|does|are) (you|the store|your stores?) (open|close)\b",
     r"\b(my|reset( my)?) (account|password|login)\b",
     r"\b(gift card|rewards?) balance\b",
     r"\breturn policy\b",
@@ -202,201 +220,6 @@ class RuleLayer:
             return "attribute"
         return "broad"
 
-    def surface(self, query: str) -> np.ndarray:
-        """Cheap features of the query string that the `leg` head sees next to the embedding."""
-        words = tokens(query)
-        n = max(len(words), 1)
-        digits = sum(any(c.isdigit() for c in w) for w in words)
-        return np.array([
-            min(len(words), 12) / 12.0,
-            float(digits > 0),
-            digits / n,
-            float(bool(part_numbers(query))),
-            float(self.has_attribute(query)),
-            float(self.brand(query) is not None),
-            min(len(query), 80) / 80.0,
-        ], dtype=np.float32)
-
-
-SURFACE_FEATURES = ("tokens", "any_digit", "digit_share", "part_number", "attribute", "brand", "chars")
-
-
-# -- model ------------------------------------------------------------------------------------------
-@dataclass
-class SoftmaxHead:
-    """Multinomial logistic regression: `softmax(x @ weight + bias)` over `labels`."""
-
-    labels: tuple[str, ...]
-    weight: np.ndarray
-    bias: np.ndarray
-    features: tuple[str, ...] = ("embedding",)
-    """`embedding` and optionally `surface` (RuleLayer.surface), concatenated in this order."""
-
-    def proba(self, x: np.ndarray) -> np.ndarray:
-        logits = x @ self.weight + self.bias
-        logits = logits - logits.max(axis=-1, keepdims=True)
-        e = np.exp(logits)
-        return e / e.sum(axis=-1, keepdims=True)
-
-    @classmethod
-    def fit(cls, x: np.ndarray, y: Sequence[str], labels: Sequence[str], *, features: Sequence[str] = ("embedding",),
-            l2: float = 1e-3, steps: int = 300, lr: float = 0.1, balanced: bool = True, seed: int = 0) -> SoftmaxHead:
-        """Full-batch Adam on class-weighted cross-entropy with an L2 penalty; deterministic."""
-        labels = tuple(labels)
-        index = {label: i for i, label in enumerate(labels)}
-        unknown = sorted({label for label in y if label not in index})
-        if unknown:
-            raise TrainingError(f"labels {unknown} are not among {list(labels)}")
-        if len(y) != len(x) or not len(y):
-            raise TrainingError(f"need as many labels as rows and at least one ({len(x)} rows, {len(y)} labels)")
-        target = np.array([index[label] for label in y])
-        counts = np.bincount(target, minlength=len(labels)).astype(np.float64)
-        if balanced:
-            sample_w = (len(target) / (len(labels) * np.maximum(counts, 1)))[target]
-        else:
-            sample_w = np.ones(len(target))
-        sample_w = sample_w / sample_w.sum()
-        rng = np.random.default_rng(seed)
-        w = rng.normal(0.0, 0.01, size=(x.shape[1], len(labels)))
-        b = np.zeros(len(labels))
-        onehot = np.eye(len(labels))[target]
-        m = [np.zeros_like(w), np.zeros_like(b)]
-        v = [np.zeros_like(w), np.zeros_like(b)]
-        x64 = x.astype(np.float64)
-        for step in range(1, steps + 1):
-            logits = x64 @ w + b
-            logits -= logits.max(axis=1, keepdims=True)
-            p = np.exp(logits)
-            p /= p.sum(axis=1, keepdims=True)
-            g = (p - onehot) * sample_w[:, None]
-            grads = [x64.T @ g + l2 * w, g.sum(axis=0)]
-            for i, (param, grad) in enumerate(zip((w, b), grads, strict=True)):
-                m[i] = 0.9 * m[i] + 0.1 * grad
-                v[i] = 0.999 * v[i] + 0.001 * grad * grad
-                param -= lr * (m[i] / (1 - 0.9 ** step)) / (np.sqrt(v[i] / (1 - 0.999 ** step)) + 1e-8)
-        return cls(labels, w.astype(np.float32), b.astype(np.float32), tuple(features))
-
-
-@dataclass
-class IntentModel:
-    """Rules plus heads: `intent` (required), `specificity` and `leg` (optional).
-
-    `dim` and `encoder` name the embedding the heads were trained on; `predict` falls back to rules only,
-    with a warning, when a vector of another dimension comes in."""
-
-    heads: dict[str, SoftmaxHead]
-    dim: int
-    encoder: str
-    rules: RuleLayer = field(default_factory=RuleLayer)
-    service_threshold: float = DEFAULT_SERVICE_THRESHOLD
-    metadata: dict[str, Any] = field(default_factory=dict)
-    _warned: bool = field(default=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if "intent" not in self.heads:
-            raise ConfigError("an intent model needs an `intent` head")
-
-    def compatible(self, vector: np.ndarray | None) -> bool:
-        return vector is not None and vector.ndim == 1 and vector.shape[0] == self.dim
-
-    def predict(self, query: str, vector: np.ndarray | None) -> IntentPrediction:
-        """Rules first, then the heads; rules only when `vector` is missing or of another dimension."""
-        if not self.compatible(vector):
-            if vector is not None and not self._warned:
-                log.warning("the intent model expects %d-dim vectors from %s but got shape %s: using rules only"
-                            " (train one for this encoder with `shopfusion train policy`)",
-                            self.dim, self.encoder, getattr(vector, "shape", None))
-                self._warned = True
-            return predict_with_rules(self.rules, query)
-        assert vector is not None
-        emb = vector.astype(np.float32, copy=False)
-        surface: np.ndarray | None = None
-
-        def features(head: SoftmaxHead) -> np.ndarray:
-            nonlocal surface
-            if "surface" not in head.features:
-                return emb
-            if surface is None:
-                surface = self.rules.surface(query)
-            return np.concatenate([emb, surface])
-
-        ruled = self.rules.intent(query)
-        if ruled in (SERVICE, COMPARISON):
-            intent, probability, source = ruled, 1.0, "rule"
-        else:
-            p = self.heads["intent"].proba(features(self.heads["intent"]))
-            order = [int(i) for i in np.argsort(-p)]
-            labels = self.heads["intent"].labels
-            intent, probability, source = labels[order[0]], float(p[order[0]]), "model"
-            if intent == SERVICE and probability < self.service_threshold:
-                # not sure enough to withhold products: take the best product-side intent
-                intent, probability = next((labels[i], float(p[i])) for i in order if labels[i] != SERVICE)
-            if ruled is not None and intent != SERVICE:
-                # a question opener makes a product query an information request, not a service one
-                intent, probability, source = ruled, 1.0, "rule"
-        specificity = None
-        if intent == PRODUCT_LOOKUP:
-            specificity = "specific" if part_numbers(query) or self.rules.brand(query) else None
-            if specificity is None and "specificity" in self.heads:
-                head = self.heads["specificity"]
-                specificity = head.labels[int(np.argmax(head.proba(features(head))))]
-            specificity = specificity or self.rules.specificity(query)
-        leg = None
-        if "leg" in self.heads and intent != SERVICE:
-            head = self.heads["leg"]
-            leg = head.labels[int(np.argmax(head.proba(features(head))))]
-        return IntentPrediction(intent, specificity, probability, source, leg)
-
-    # -- persistence ---------------------------------------------------------------------------------
-    def save(self, directory: str | Path, name: str = "intent_model") -> Path:
-        """Write `<name>.safetensors` (weights) and `<name>.json` (everything else); returns the JSON path."""
-        from safetensors.numpy import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = {}
-        for head_name, head in self.heads.items():
-            tensors[f"{head_name}.weight"] = np.ascontiguousarray(head.weight, dtype=np.float32)
-            tensors[f"{head_name}.bias"] = np.ascontiguousarray(head.bias, dtype=np.float32)
-        save_file(tensors, str(directory / f"{name}.safetensors"))
-        meta = {
-            "format": MODEL_FORMAT, "version": MODEL_VERSION, "weights": f"{name}.safetensors",
-            "dim": self.dim, "encoder": self.encoder, "service_threshold": self.service_threshold,
-            "heads": {n: {"labels": list(h.labels), "features": list(h.features)} for n, h in self.heads.items()},
-            "surface_features": list(SURFACE_FEATURES),
-            "brands": sorted(self.rules.brands),
-            "metadata": self.metadata,
-        }
-        path = directory / f"{name}.json"
-        path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> IntentModel:
-        """Load from the JSON file written by `save` (the weights file sits next to it)."""
-        from safetensors.numpy import load_file
-
-        path = Path(path)
-        try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read intent model {path}: {exc}") from exc
-        if meta.get("format") != MODEL_FORMAT or int(meta.get("version", 0)) > MODEL_VERSION:
-            raise ConfigError(f"{path} is not a shopfusion intent model of version <= {MODEL_VERSION}"
-                              f" (format {meta.get('format')!r}, version {meta.get('version')!r})")
-        weights_path = path.parent / meta["weights"]
-        if not weights_path.is_file():
-            raise ConfigError(f"intent model weights {weights_path} are missing: copy them next to {path.name}")
-        tensors = load_file(str(weights_path))
-        heads = {}
-        for head_name, spec in meta["heads"].items():
-            heads[head_name] = SoftmaxHead(tuple(spec["labels"]), tensors[f"{head_name}.weight"],
-                                           tensors[f"{head_name}.bias"], tuple(spec.get("features", ["embedding"])))
-        return cls(heads=heads, dim=int(meta["dim"]), encoder=str(meta["encoder"]),
-                   rules=RuleLayer(meta.get("brands", ())),
-                   service_threshold=float(meta.get("service_threshold", DEFAULT_SERVICE_THRESHOLD)),
-                   metadata=dict(meta.get("metadata", {})))
-
 
 def predict_with_rules(rules: RuleLayer, query: str) -> IntentPrediction:
     """The rule layer alone: rule intents, else a product lookup with the rule specificity."""
@@ -406,24 +229,163 @@ def predict_with_rules(rules: RuleLayer, query: str) -> IntentPrediction:
     return IntentPrediction(PRODUCT_LOOKUP, rules.specificity(query), 1.0, "rules-only")
 
 
-def head_features(rules: RuleLayer, queries: Sequence[str], vectors: np.ndarray, features: Sequence[str]) -> np.ndarray:
-    """The input matrix of a head for many queries (the training-time twin of `IntentModel.predict`)."""
-    if "surface" not in features:
-        return vectors.astype(np.float32, copy=False)
-    surface = np.stack([rules.surface(q) for q in queries]) if queries else np.zeros((0, len(SURFACE_FEATURES)))
-    return np.concatenate([vectors.astype(np.float32, copy=False), surface.astype(np.float32)], axis=1)
+# -- the model --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DenseHead:
+    """Linear layers with GELU between them, then softmax over `labels` (the trainer's classification
+    head without its dropout): `layers[i] = (weight [out, in], bias [out])`."""
+
+    labels: tuple[str, ...]
+    layers: tuple[tuple[np.ndarray, np.ndarray], ...]
+
+    def __post_init__(self) -> None:
+        if not self.layers or self.layers[-1][0].shape[0] != len(self.labels):
+            raise ConfigError(f"an intent head must end in {len(self.labels)} outputs, one per label")
+
+    @property
+    def dim(self) -> int:
+        return int(self.layers[0][0].shape[1])
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        h = np.asarray(x, dtype=np.float32)
+        for i, (weight, bias) in enumerate(self.layers):
+            h = h @ weight.T + bias
+            if i < len(self.layers) - 1:
+                h = _gelu(h)
+        h = h - h.max(axis=-1, keepdims=True)
+        e = np.exp(h)
+        return e / e.sum(axis=-1, keepdims=True)
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """The exact (erf) GELU torch's `nn.GELU()` computes."""
+    from scipy.special import erf
+
+    return (0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))).astype(np.float32)
+
+
+class IntentModel:
+    """A loaded intent model: rules, a dense head, and optionally its own encoder (loaded on first use).
+
+    `encoder` is what the head reads: the index encoder's vectors (compare with `compatible`) or, when
+    `own_encoder` is set, vectors of that fine-tuned encoder, computed here from the query text."""
+
+    def __init__(self, head: DenseHead, *, encoder: EncoderRef, rules: RuleLayer | None = None,
+                 service_threshold: float = DEFAULT_SERVICE_THRESHOLD, card: ModelCard | None = None,
+                 own_encoder: Path | None = None, identity: str = "") -> None:
+        self.head = head
+        self.encoder = encoder
+        self.rules = rules or RuleLayer()
+        self.service_threshold = service_threshold
+        self.card = card
+        self.own_encoder_path = own_encoder
+        self.identity = identity
+        """`directory_hash` of the model directory: what a fusion policy or a ranker trained with it names."""
+        self._own: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.head.labels
+
+    @property
+    def has_own_encoder(self) -> bool:
+        return self.own_encoder_path is not None
+
+    def compatible(self, index_encoder: EncoderRef) -> bool:
+        """Whether the head can read the index's query vectors (always, with its own encoder)."""
+        return self.has_own_encoder or self.encoder.same_as(index_encoder)
+
+    def own_vector(self, query: str) -> np.ndarray:
+        if self._own is None:
+            with self._lock:
+                if self._own is None:
+                    from shopfusion.encoders import load_encoder
+
+                    assert self.own_encoder_path is not None
+                    self._own = load_encoder(str(self.own_encoder_path))
+        return np.asarray(self._own.encode_query(query), dtype=np.float32)
+
+    def predict(self, query: str, vector: np.ndarray | None) -> IntentPrediction:
+        """Rules first, then the head. `vector` is the index encoder's query vector (ignored when the
+        model has its own encoder); without a readable vector only the rules run."""
+        if self.has_own_encoder:
+            vector = self.own_vector(query)
+        if vector is None or vector.ndim != 1 or vector.shape[0] != self.head.dim:
+            return predict_with_rules(self.rules, query)
+        p = self.head.proba(vector)
+        labels = self.head.labels
+        probabilities = {label: float(v) for label, v in zip(labels, p, strict=True)}
+        ruled = self.rules.intent(query)
+        if ruled in (SERVICE, COMPARISON):
+            intent, specificity = ruled, None
+            probability, source = 1.0, "rule"
+        else:
+            order = [int(i) for i in np.argsort(-p)]
+            best = labels[order[0]]
+            if best == SERVICE and p[order[0]] < self.service_threshold:
+                # not sure enough to call it a service question: take the best other label
+                best = next((labels[i] for i in order if labels[i] != SERVICE), best)
+            intent, specificity = split_label(best)
+            probability, source = probabilities[best], "model"
+            if ruled is not None and intent != SERVICE:
+                # a question opener makes a product query an information request
+                intent, specificity, probability, source = ruled, None, 1.0, "rule"
+        if intent == PRODUCT_LOOKUP and (part_numbers(query) or self.rules.brand(query)):
+            specificity = "specific"
+        return IntentPrediction(intent, specificity, probability, source, probabilities)
+
+    def describe(self) -> dict[str, Any]:
+        """What `--explain` shows about the model."""
+        return {"encoder": self.encoder.model_id, "own_encoder": self.has_own_encoder, "labels": len(self.labels),
+                "id": self.identity, "method": self.card.method if self.card else None}
+
+
+def load_intent_model(path: str | Path) -> IntentModel:
+    """Load an intent-model directory written by `shopfusion train intent`."""
+    from safetensors.numpy import load_file
+
+    directory = Path(path).expanduser()
+    card = read_card(directory, "intent-model")
+    extra = card.extra
+    weights = directory / HEADS_FILE
+    if not weights.is_file():
+        raise ConfigError(f"intent model {directory} lacks {HEADS_FILE}: copy the whole directory")
+    try:
+        tensors = load_file(str(weights))
+        layers = tuple((tensors[f"layer{i}.weight"], tensors[f"layer{i}.bias"]) for i in range(int(extra["layers"])))
+        labels = tuple(str(label) for label in extra["labels"])
+    except (KeyError, ValueError, OSError) as exc:
+        raise ConfigError(f"intent model {directory} is malformed ({exc}): retrain it with `shopfusion train intent`")\
+            from exc
+    if card.encoder is None:
+        raise ConfigError(f"intent model {directory} does not name the encoder it was trained on: retrain it")
+    own = directory / OWN_ENCODER_DIR if extra.get("own_encoder") else None
+    if own is not None and not own.is_dir():
+        raise ConfigError(f"intent model {directory} needs its encoder in {own}: copy the whole directory")
+    rules = RuleLayer(extra.get("brands", ()))
+    return IntentModel(DenseHead(labels, layers), encoder=card.encoder, rules=rules, card=card, own_encoder=own,
+                       service_threshold=float(extra.get("service_threshold", DEFAULT_SERVICE_THRESHOLD)),
+                       identity=directory_hash(directory))
+
+
+def default_intent_model_dir() -> Path:
+    """Where the package keeps its shipped intent model (`shopfusion/data/intent`)."""
+    import shopfusion
+
+    return Path(shopfusion.__file__).resolve().parent / "data" / "intent"
 
 
 def accuracy_report(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
     """Accuracy and per-label precision, recall and F1 (macro-averaged over labels present)."""
-    out: dict[str, Any] = {"n": len(y_true),
-                           "accuracy": float(np.mean([a == b for a, b in zip(y_true, y_pred, strict=True)]))
-                           if y_true else 0.0, "labels": {}}
+    pairs = list(zip(y_true, y_pred, strict=True))
+    out: dict[str, Any] = {"n": len(pairs), "accuracy": float(np.mean([a == b for a, b in pairs])) if pairs else 0.0,
+                           "labels": {}}
     f1s = []
     for label in labels:
-        tp = sum(1 for a, b in zip(y_true, y_pred, strict=True) if a == label and b == label)
-        fp = sum(1 for a, b in zip(y_true, y_pred, strict=True) if a != label and b == label)
-        fn = sum(1 for a, b in zip(y_true, y_pred, strict=True) if a == label and b != label)
+        tp = sum(1 for a, b in pairs if a == label and b == label)
+        fp = sum(1 for a, b in pairs if a != label and b == label)
+        fn = sum(1 for a, b in pairs if a == label and b != label)
         support = tp + fn
         if support == 0 and fp == 0:
             continue
@@ -436,10 +398,3 @@ def accuracy_report(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequen
             f1s.append(f1)
     out["macro_f1"] = float(np.mean(f1s)) if f1s else 0.0
     return out
-
-
-def label_counts(labels: Iterable[str]) -> Mapping[str, int]:
-    counts: dict[str, int] = {}
-    for label in labels:
-        counts[label] = counts.get(label, 0) + 1
-    return dict(sorted(counts.items()))

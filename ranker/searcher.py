@@ -11,7 +11,7 @@ statistics. With a learned ranker configured (`search.ranker`, or per call), the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,6 +23,7 @@ from indexer.stores import LexicalIndex, open_lexical
 from indexer.stores.faiss_store import FaissVectorIndex
 from ranker.fusion import Fused, fuse
 from ranker.policy import Decision, Policy, PolicyRow, load_policy
+from shopfusion.artifacts import EncoderRef
 from shopfusion.config import Settings
 from shopfusion.encoders import Encoder, load_encoder
 from shopfusion.errors import QueryError
@@ -53,6 +54,12 @@ class SearchOptions:
         return row.override(method=self.method, alpha=self.alpha, normalization=self.normalization,
                             rrf_k=self.rrf_k, depth=self.depth)
 
+    def given(self) -> dict[str, str]:
+        """The options this call sets, in the `[search]` key names `--explain` reports overrides by."""
+        names = {"method": "fusion", "alpha": "alpha", "normalization": "normalization", "rrf_k": "rrf_k",
+                 "depth": "depth", "ranker": "ranker"}
+        return {names[key]: "call" for key, value in self.__dict__.items() if value is not None}
+
 
 class HybridSearcher:
     """Reads the version the manifest names at construction; open a new one after re-indexing."""
@@ -71,7 +78,7 @@ class HybridSearcher:
         self.vectors = FaissVectorIndex(version_dir / "vectors", ef_search=self.settings.index.hnsw_ef_search,
                                         nprobe=self.settings.index.ivf_nprobe)
         self.encoder: Encoder = load_encoder(self.manifest.model, self.settings.index.device)
-        self.policy = policy or load_policy(self.settings.search)
+        self.policy = policy or load_policy(self.settings, EncoderRef(self.manifest.model_id, self.manifest.dim))
         self._stage: RankingStage | None = None
         self._rankers: dict[str, tuple[LearnedRanker, list[str]]] = {}
 
@@ -91,8 +98,8 @@ class HybridSearcher:
         vector = self.encoder.encode_query(query) if mode != "lexical" else None
         decision = self._decide(query, vector, options)
         row = decision.row
-        if not row.search:
-            return Results(query, (), row.fusion.to_dict(), decision.intent, row.message)
+        if not row.search:  # only where a deployment's policy opted in to withholding this intent
+            return Results(query, (), row.fusion.to_dict(), decision.intent, decision.message, decision.warnings)
         legs = self.retrieve(query, vector, max(row.depth, k), filters, mode)
         learned: _Learned | None = None
         if mode == "hybrid":
@@ -117,10 +124,18 @@ class HybridSearcher:
         return legs
 
     def _decide(self, query: str, vector: np.ndarray | None, options: SearchOptions | None) -> Decision:
+        """The policy's decision, with this call's options applied over it (and named in `--explain`)."""
         decision = self.policy.decide(query, vector)
-        if options is not None:
-            decision = Decision(decision.intent, options.apply(decision.row))
-        return decision
+        given = options.given() if options is not None else {}
+        if not given:
+            return decision
+        assert options is not None
+        row = options.apply(decision.row)
+        intent = decision.intent
+        if intent is not None:
+            overrides = {**intent.policy.get("overrides", {}), **given}
+            intent = replace(intent, policy={**intent.policy, **row.to_dict(), "overrides": overrides})
+        return replace(decision, intent=intent, row=row)
 
     def _results(self, query: str, fused: list[Fused], decision: Decision, mode: str, explain: bool,
                  extra_products: dict[str, Product], learned: _Learned | None = None) -> Results:
@@ -135,9 +150,11 @@ class HybridSearcher:
         info: dict[str, Any] = {"mode": mode, **decision.row.fusion.to_dict(), "depth": decision.row.depth}
         if mode != "hybrid":
             info = {"mode": mode, "depth": decision.row.depth}
+        warnings = tuple(decision.warnings)
         if learned is not None:
             info["ranker"] = learned.ranker.describe()
-        return Results(query, hits, info, decision.intent, warnings=tuple(learned.warnings) if learned else ())
+            warnings += tuple(w for w in learned.warnings if w not in warnings)
+        return Results(query, hits, info, decision.intent, decision.message, warnings)
 
     # -- the learned ranking stage -------------------------------------------------------------------
     @property
@@ -156,11 +173,10 @@ class HybridSearcher:
             return None, []
         if name not in self._rankers:
             from ranker.stage import intent_model_ref, open_ranker
-            from shopfusion.artifacts import EncoderRef
 
             self._rankers[name] = open_ranker(
                 name, encoder=EncoderRef(self.manifest.model_id, self.manifest.dim), lexical=self.manifest.lexical,
-                intent_model=intent_model_ref(self.settings.search.policy))
+                intent_model=intent_model_ref(self.policy))
         ranker, warnings = self._rankers[name]
         return ranker, list(warnings)
 
@@ -173,7 +189,7 @@ class HybridSearcher:
 
         retrieval = {leg: hits for leg, hits in legs.items() if leg in ("lexical", "dense")}
         return self.stage.collect(query, vector, retrieval, [f.product_id for f in fused],
-                                  intent=intent_probabilities(decision.intent), extra=extra, dense=dense)
+                                  intent=intent_probabilities(decision), extra=extra, dense=dense)
 
     def _learned(self, query: str, vector: np.ndarray, decision: Decision, legs: Mapping[str, Sequence[LegHit]],
                  fused: list[Fused], options: SearchOptions | None, explain: bool, k: int | None, *,
@@ -192,8 +208,9 @@ class HybridSearcher:
         """Re-order `candidates` by the fusion the policy picks for `query`, scoring only them.
 
         Candidates the index holds are scored by its BM25 and its stored vectors. Candidates it lacks
-        are scored from the `product` they carry; then every candidate is scored by BM25 over the
-        candidate pool so that the lexical scores stay comparable. A candidate neither indexed nor
+        are scored from the `product` they carry, by BM25 with the index's statistics (document
+        frequencies, average field lengths: as if they were indexed, so scores stay comparable with the
+        indexed candidates and with search) and by encoding their text. A candidate neither indexed nor
         carrying a product can only score 0 and keeps its original relative order. Scores that the
         other engine sent form a third leg, `engine`, weighted by `engine_weight` (0: shown, not counted).
         """
@@ -205,10 +222,7 @@ class HybridSearcher:
             unique.setdefault(candidate.product_id, candidate)
         order = {pid: i for i, pid in enumerate(unique)}
         vector = self.encoder.encode_query(query)
-        decision = self._decide(query, vector, options)
-        if not decision.row.search:  # a service question: say so instead of ranking products
-            return Results(query, (), {**decision.row.fusion.to_dict(), "mode": "rerank",
-                                       "candidates": len(unique)}, decision.intent, decision.row.message)
+        decision = self._decide(query, vector, options)  # re-ranking never withholds the caller's candidates
         known = self.store.get_many(list(unique))
         extra = {pid: c.product for pid, c in unique.items() if pid not in known and c.product is not None}
 
@@ -236,10 +250,10 @@ class HybridSearcher:
                                 dense=dense_scores)
         if learned is not None:
             fused = learned.fused
-        results = self._results(query, fused, Decision(decision.intent, row), "rerank", explain, extra, learned)
+        results = self._results(query, fused, replace(decision, row=row), "rerank", explain, extra, learned)
         info = {**results.fusion, "mode": "rerank", "candidates": len(unique), "indexed": len(known),
                 "scored_from_text": len(extra), "unscorable": len(unique) - len(known) - len(extra)}
-        return Results(results.query, results.hits, info, results.intent, results.message, results.warnings)
+        return replace(results, fusion=info)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,7 +39,10 @@ from ranker.fusion import Fused
 from ranker.learned import LearnedRanker
 from shopfusion.artifacts import EncoderRef, check_encoder
 from shopfusion.errors import IndexStateError
-from shopfusion.types import FeatureContribution, Intent, LegHit, Product
+from shopfusion.types import FeatureContribution, LegHit, Product
+
+if TYPE_CHECKING:
+    from ranker.policy import Decision, Policy
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +52,13 @@ EXPLAIN_TOP = 8
 """Contributions shown per hit by `explain` (the rest are in the score but not listed)."""
 
 
-def intent_probabilities(intent: Intent | None) -> dict[str, float]:
-    """The intent model's class probabilities over `INTENT_LABELS` for the intent features.
-
-    HOOK (issue 9): the intent model is being rewritten to carry `probabilities` (a mapping over the
-    taxonomy labels); until a prediction carries them, the features are all 0 (as with rules only)."""
-    if intent is None:
+def intent_probabilities(decision: Decision | None) -> dict[str, float]:
+    """The intent model's class probabilities over `INTENT_LABELS` for the intent features; all 0 when
+    only the rules ran (no model, or one that cannot read this index's vectors)."""
+    prediction = decision.prediction if decision is not None else None
+    if prediction is None or not prediction.probabilities:
         return {}
-    probabilities = getattr(intent, "probabilities", None)
-    if probabilities is None and isinstance(intent.policy, Mapping):
-        probabilities = intent.policy.get("probabilities")
-    if not isinstance(probabilities, Mapping):
-        return {}
-    return {label: float(probabilities.get(label, 0.0)) for label in INTENT_LABELS}
+    return {label: float(prediction.probabilities.get(label, 0.0)) for label in INTENT_LABELS}
 
 
 class RankingStage:
@@ -184,25 +180,12 @@ def open_ranker(path: str, *, encoder: EncoderRef, lexical: Mapping[str, Any],
     return ranker, warnings
 
 
-def intent_model_ref(policy_setting: str) -> str | None:
-    """The identity (`directory_hash`) of the intent model whose probabilities search computes, for the
-    ranker's card and the check above.
-
-    HOOK (issue 9): today the intent model lives inside the fusion policy directory (`search.policy`);
-    once `search.intent_model` names it, hash that directory instead."""
-    from shopfusion.artifacts import directory_hash
-
-    if policy_setting in {"none", "static"}:
-        return None
-    if policy_setting == "default":
-        from ranker.intent_policy import default_policy_dir
-
-        directory = default_policy_dir()
-    else:
-        directory = Path(policy_setting).expanduser()
-        if directory.is_file():
-            directory = directory.parent
-    return directory_hash(directory) if directory.is_dir() else None
+def intent_model_ref(policy: Policy) -> str | None:
+    """The identity (`directory_hash`) of the intent model a searcher's policy runs, if any: what a
+    ranker that reads intent probabilities names in its card and is checked against."""
+    model = getattr(policy, "model", None)
+    identity = getattr(model, "identity", None) if model is not None else None
+    return str(identity) if identity else None
 
 
 __all__ = ["DEFAULT_CACHE_SIZE", "EXPLAIN_TOP", "RankingStage", "intent_model_ref", "intent_probabilities",

@@ -179,6 +179,8 @@ def parse_filters(values: tuple[str, ...]) -> Any:
 
 
 FUSION_OPTIONS = [
+    click.option("--intent-model", help="Intent model for this call: `default`, `none` or a directory (search.intent_model)."),
+    click.option("--policy", help="Fusion policy for this call: `default`, `none` or a directory (search.policy)."),
     click.option("--fusion", type=click.Choice(["rrf", "linear"]), help="Fusion method (default: the policy's)."),
     click.option("--alpha", type=click.FloatRange(0, 1), help="Linear fusion: weight of the dense leg."),
     click.option("--normalization", type=click.Choice(["minmax", "zscore"]), help="Linear fusion normalisation."),
@@ -211,12 +213,12 @@ RANKER_OPTION = click.option(
 @JSON_OPTION
 @click.pass_context
 def search(ctx: click.Context, query: str, index_dir: str, k: int | None, filters: tuple[str, ...],
-           fusion: str | None, alpha: float | None, normalization: str | None, rrf_k: float | None,
+           intent_model: str | None, policy: str | None, fusion: str | None, alpha: float | None, normalization: str | None, rrf_k: float | None,
            depth: int | None, mode: str, ranker: str | None, explain: bool, as_json: bool) -> None:
     """Search the index for QUERY with BM25 and dense retrieval fused."""
     from shopfusion.client import Client
 
-    settings = _run(lambda: _settings(ctx))
+    settings = _run(lambda: _settings(ctx, search=dict(intent_model=intent_model, policy=policy)))
     parsed = _run(lambda: parse_filters(filters))
     results = _run(lambda: Client(index_dir, settings=settings).search(
         query, k=k, filters=parsed, fusion=fusion, alpha=alpha, normalization=normalization, rrf_k=rrf_k,
@@ -234,7 +236,7 @@ def format_results(results: Any, explain: bool) -> str:
         header += f" intent {results.intent.label} ({results.intent.probability:.2f})"
     lines.append(header)
     if explain and results.intent is not None and results.intent.policy:
-        lines.append(f"  policy: {json.dumps(results.intent.policy, default=str)}")
+        lines.extend(_explain_policy(results.intent))
     if explain and fusion.get("ranker"):
         lines.append(f"  ranker: {json.dumps(fusion['ranker'], default=str)}")
     if results.message:
@@ -257,6 +259,25 @@ def format_results(results: Any, explain: bool) -> str:
                 f"{c.feature}{'' if c.value is None else f'={c.value:.3g}'} {c.contribution:+.3f}"
                 for c in hit.contributions))
     return "\n".join(lines)
+
+
+def _explain_policy(intent: Any) -> list[str]:
+    """The why of the fusion: who predicted the intent, which policy row applied, what overrode it."""
+    info = dict(intent.policy)
+    fusion = info.get("fusion", {})
+    described = fusion.get("method", "?") + (f" alpha {fusion.get('alpha')} {fusion.get('normalization')}"
+                                             if fusion.get("method") == "linear" else f" k {fusion.get('rrf_k')}")
+    lines = [f"  intent: {intent.label} (p {intent.probability:.2f}, by {info.get('source', '?')});"
+             f" policy {info.get('policy', '?')!s}, row {info.get('key', '?')!r}: {described}, depth {info.get('depth')}"]
+    if info.get("overrides"):
+        lines.append("  overrides: " + ", ".join(f"{k} ({v})" for k, v in info["overrides"].items()))
+    model = info.get("intent_model")
+    if model:
+        lines.append(f"  intent model: {model.get('id')} ({model.get('method') or '-'}; reads {model.get('encoder')}"
+                     + (", own encoder" if model.get("own_encoder") else "") + ")")
+    elif "intent_model" in info:
+        lines.append("  intent model: none (rules only)")
+    return lines
 
 
 # -- rerank -----------------------------------------------------------------------------------------
@@ -297,13 +318,14 @@ def read_candidates(path: str) -> list[Any]:
               help="Show each leg's raw and normalised score and contribution (and the ranker's top features).")
 @JSON_OPTION
 @click.pass_context
-def rerank(ctx: click.Context, query: str, index_dir: str, candidates_path: str, fusion: str | None,
+def rerank(ctx: click.Context, query: str, index_dir: str, candidates_path: str, intent_model: str | None,
+           policy: str | None, fusion: str | None,
            alpha: float | None, normalization: str | None, rrf_k: float | None, engine_weight: float,
            ranker: str | None, explain: bool, as_json: bool) -> None:
     """Re-rank another engine's results for QUERY (scoring only those candidates)."""
     from shopfusion.client import Client
 
-    settings = _run(lambda: _settings(ctx))
+    settings = _run(lambda: _settings(ctx, search=dict(intent_model=intent_model, policy=policy)))
     items = _run(lambda: read_candidates(candidates_path))
     results = _run(lambda: Client(index_dir, settings=settings).rerank(
         query, items, fusion=fusion, alpha=alpha, normalization=normalization, rrf_k=rrf_k, explain=explain,
@@ -341,10 +363,10 @@ def rerank(ctx: click.Context, query: str, index_dir: str, candidates_path: str,
 @JSON_OPTION
 @click.pass_context
 def eval_command(ctx: click.Context, index_dir: str, queries: str, qrels: str, mode: str, runs: tuple[str, ...],
-                 trec_runs: tuple[str, ...], fusion: str | None, alpha: float | None, normalization: str | None,
-                 rrf_k: float | None, ranker: str | None, metrics: tuple[str, ...], stat_test: str, max_p: float,
-                 per_query: bool, limit: int | None, run_dir: str | None, progress: bool | None,
-                 as_json: bool) -> None:
+                 trec_runs: tuple[str, ...], intent_model: str | None, policy: str | None, fusion: str | None,
+                 alpha: float | None, normalization: str | None, rrf_k: float | None, ranker: str | None,
+                 metrics: tuple[str, ...], stat_test: str, max_p: float, per_query: bool, limit: int | None,
+                 run_dir: str | None, progress: bool | None, as_json: bool) -> None:
     """Evaluate runs over judged queries, with paired significance tests between them.
 
     \b
@@ -355,7 +377,7 @@ def eval_command(ctx: click.Context, index_dir: str, queries: str, qrels: str, m
     from shopfusion.client import Client
     from shopfusion.evaluation import load_qrels, load_queries, load_trec_run
 
-    settings = _run(lambda: _settings(ctx))
+    settings = _run(lambda: _settings(ctx, search=dict(intent_model=intent_model, policy=policy)))
     query_map = _run(lambda: load_queries(queries))
     judgments = _run(lambda: load_qrels(qrels))
     external = {Path(path).name.split(".")[0] or Path(path).name: _run(lambda p=path: load_trec_run(p))
@@ -454,11 +476,21 @@ def worker(ctx: click.Context, concurrency: int | None, loglevel: str) -> None:
 
 # -- config -----------------------------------------------------------------------------------------
 @main.command("config")
+@JSON_OPTION
 @click.pass_context
-def config_command(ctx: click.Context) -> None:
-    """Print the effective settings (file + environment) as TOML-like JSON, credentials left out."""
+def config_command(ctx: click.Context, as_json: bool) -> None:
+    """Print the effective settings and where each value comes from (default, config file, environment),
+    credentials left out."""
     settings = _run(lambda: _settings(ctx))
-    click.echo(json.dumps(settings.to_dict(), indent=2))
+    described = settings.described()
+    lines = []
+    for section, keys in described.items():
+        lines.append(f"[{section}]")
+        for key, entry in keys.items():
+            source = "" if entry["source"] == "default" else f"  # {entry['source']}"
+            lines.append(f"{key} = {json.dumps(entry['value'], default=str)}{source}")
+        lines.append("")
+    _emit(as_json, described, "\n".join(lines).rstrip())
 
 
 if __name__ == "__main__":  # pragma: no cover

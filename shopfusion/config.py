@@ -4,6 +4,11 @@ Precedence, lowest first: the defaults below, the config file (`--config FILE`, 
 else `./shopfusion.toml` when present), environment variables `SHOPFUSION_<SECTION>_<KEY>` (for example
 `SHOPFUSION_SEARCH_ALPHA=0.3`), then keyword arguments of a call.
 
+Every value remembers where it came from (`Settings.source("search", "alpha")`: `default`, `file PATH`,
+`env SHOPFUSION_SEARCH_ALPHA` or `call`); `shopfusion config` prints it, and search applies a fusion
+setting given in the file, the environment or per call over the fusion policy's row (`--explain` names
+the override), so a setting given is never silently ignored.
+
 Credentials (`elasticsearch.password`, `elasticsearch.api_key`) are read like any other key but are
 excluded from `repr` and from `to_dict`, so they are never logged or serialised.
 
@@ -68,7 +73,14 @@ class SearchSettings:
     normalization: Literal["minmax", "zscore"] = "minmax"
     rrf_k: float = 60.0
     policy: str = "default"
-    """Per-intent fusion policy: `default` (shipped), `none` (static fusion above) or a policy file path."""
+    """Per-intent fusion rows: `default` (the shipped policy), `none` (the static fusion above for every
+    query) or the directory of a policy written by `shopfusion train policy`. Fusion keys set explicitly
+    (file, environment, call) override the row."""
+    intent_model: str = "default"
+    """Query intent model: `default` (shipped, trained on openly licensed data for the packaged encoder),
+    `none` (rules only) or the directory of a model written by `shopfusion train intent`. An explicitly
+    given model trained on another encoder than the index's is refused; the shipped one falls back to the
+    rules with a warning in the results."""
     ranker: str = "none"
     """Learned ranking stage after fusion: `none`, or the directory of a ranker written by
     `shopfusion train ranker` (it then orders the union of both legs' candidates)."""
@@ -144,20 +156,41 @@ class Settings:
     elasticsearch: ElasticsearchSettings = field(default_factory=ElasticsearchSettings)
     celery: CelerySettings = field(default_factory=CelerySettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    """`section.key` -> where its value came from; keys not listed have their default."""
+
+    def source(self, section: str, key: str) -> str:
+        """`default`, `file PATH`, `env NAME` or `call`."""
+        return self.sources.get(f"{section}.{key}", "default")
+
+    def explicit(self, section: str, key: str) -> bool:
+        """Whether the user gave this value (file, environment or call) rather than leaving the default."""
+        return self.source(section, key) != "default"
+
+    def described(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Every value with its source (credentials left out), as `shopfusion config --json` prints it."""
+        values = self.to_dict()
+        return {section: {key: {"value": value, "source": self.source(section, key)} for key, value in keys.items()}
+                for section, keys in values.items()}
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Settings as plain data, credentials left out."""
         out: dict[str, dict[str, Any]] = {}
         for section in fields(self):
+            if section.name == "sources":
+                continue
             values = dataclasses.asdict(getattr(self, section.name))
             out[section.name] = {k: _redact_value(v) for k, v in values.items() if k not in SECRET_KEYS}
         return out
 
-    def replace(self, section: str, **changes: Any) -> Settings:
-        """A copy with some keys of one section changed (validated like the file)."""
+    def replace(self, section: str, *, source: str = "call", **changes: Any) -> Settings:
+        """A copy with some keys of one section changed (validated like the file); `None` keeps a value.
+        The changed keys are recorded as coming from `source`."""
         current = getattr(self, section)
-        merged = dataclasses.asdict(current) | {k: v for k, v in changes.items() if v is not None}
-        return dataclasses.replace(self, **{section: _build(type(current), merged, section)})
+        given = {k: v for k, v in changes.items() if v is not None}
+        merged = dataclasses.asdict(current) | given
+        sources = {**self.sources, **{f"{section}.{key}": source for key in given}}
+        return dataclasses.replace(self, **{section: _build(type(current), merged, section)}, sources=sources)
 
 
 def _redact_value(value: Any) -> Any:
@@ -180,23 +213,29 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
             data = tomllib.loads(config_path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_path} is not valid TOML: {exc}") from exc
-    sections = {f.name: f.type for f in fields(Settings)}
+    sections = {f.name: f.type for f in fields(Settings) if f.name != "sources"}
     unknown = set(data) - set(sections)
     if unknown:
         raise ConfigError(
             f"unknown section(s) {sorted(unknown)} in {config_path}: expected one of {sorted(sections)}"
         )
     built: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     hints = get_type_hints(Settings)
     for name in sections:
         cls = hints[name]
-        values = dict(data.get(name, {}))
+        section_data = data.get(name, {})
+        if not isinstance(section_data, dict):
+            raise ConfigError(f"[{name}] in {config_path} must be a table of keys, got {section_data!r}")
+        values = dict(section_data)
+        sources.update({f"{name}.{key}": f"file {config_path}" for key in values})
         prefix = f"SHOPFUSION_{name.upper()}_"
         for key, raw in env.items():
             if key.startswith(prefix):
                 values[key[len(prefix) :].lower()] = raw
+                sources[f"{name}.{key[len(prefix):].lower()}"] = f"env {key}"
         built[name] = _build(cls, values, name)
-    return Settings(**built)
+    return Settings(**built, sources=sources)
 
 
 def _default_config_path(env: Mapping[str, str]) -> Path | None:

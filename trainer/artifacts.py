@@ -1,14 +1,17 @@
-"""Saving and loading trained models: safetensors only, never pickles, never remote code.
+"""Writing trained models in the artifact formats of `shopfusion.artifacts`: safetensors only, never
+pickles, never remote code. The trainer writes; `ranker` and `indexer` load.
 
-- `save_encoder(model, path, card)`: a normal sentence-transformers directory (indexer, workers and the
-  ranker load it by path with `shopfusion.encoders.load_encoder(path)`) plus a model card README.md
-  holding the training data, method, parameters and metrics;
-- `save_classifier` / `load_classifier`: the shared encoder directory, `heads.safetensors` and
-  `classifier.json` (domains, labels, head shape);
+- `save_encoder(model, path, card)`: a sentence-transformers directory (indexer, workers and the ranker
+  load it by path with `shopfusion.encoders.load_encoder(path)`) plus its card (kind `encoder`: the base
+  encoder it was fine-tuned from, the data, method, parameters and metrics) and a README.md;
+- `save_intent_model(model, path, domain, card)`: the serving head of a `MultiTaskClassifier` as the
+  intent-model directory `ranker.intent.load_intent_model` reads (`heads.safetensors`, the card naming
+  the encoder whose vectors the head reads, and `encoder/` when the encoder itself was trained);
 - `save_checkpoint` / `load_checkpoint`: model and optimizer tensors in safetensors plus a JSON state,
   so a run resumes exactly where it stopped.
 
->>> card = ModelCard(method="contrastive", data=["homedepot train queries"], params={"lr": 2e-5})
+>>> from shopfusion.artifacts import ModelCard
+>>> card = ModelCard(kind="encoder", method="contrastive", data=("homedepot train queries",))
 >>> "contrastive" in card.render("my-encoder")
 True
 """
@@ -17,48 +20,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from shopfusion.artifacts import EncoderRef, ModelCard
 from shopfusion.errors import TrainingError
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
-
-
-@dataclass
-class ModelCard:
-    """What a trained model was made from and how well it does; rendered as the model's README.md."""
-
-    method: str
-    data: list[str] = field(default_factory=list)
-    params: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    base_model: str = "sentence-transformers/all-MiniLM-L6-v2"
-    notes: str = ""
-
-    def render(self, name: str) -> str:
-        lines = [f"# {name}", "", "Trained with the shopfusion `trainer` package.", "",
-                 f"- base model: `{self.base_model}`", f"- method: `{self.method}`", "", "## Training data", ""]
-        lines += [f"- {item}" for item in self.data] or ["- (not recorded)"]
-        lines += ["", "## Parameters", "", "| parameter | value |", "|---|---|"]
-        lines += [f"| {k} | `{v}` |" for k, v in sorted(self.params.items())]
-        lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
-                  for k, v in sorted(self.metrics.items())]
-        if self.notes:
-            lines += ["", "## Notes", "", self.notes]
-        lines += ["", "## Loading", "", "```python", "from shopfusion.encoders import load_encoder",
-                  f"encoder = load_encoder({name!r})  # a local directory: safetensors only", "```", ""]
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "data": self.data, "params": self.params, "metrics": self.metrics,
-                "base_model": self.base_model, "notes": self.notes}
 
 
 def refuse_pickles(path: Path) -> None:
@@ -91,69 +64,80 @@ def load_sentence_transformer(path: str | Path, device: str = "cpu") -> Any:
     return SentenceTransformer(str(path), device=device, trust_remote_code=False, local_files_only=True)
 
 
+def encoder_ref(spec: str | Path) -> EncoderRef:
+    """The reference of an encoder by spec or directory, as the indexer names it (model id + dim)."""
+    from shopfusion.encoders import load_encoder
+
+    return EncoderRef.of(load_encoder(str(spec)))
+
+
 def save_encoder(model: Any, path: str | Path, card: ModelCard) -> Path:
-    """Save a SentenceTransformer (or a `TextEncoder`) as a sentence-transformers dir with a model card."""
+    """Save a SentenceTransformer (or a `TextEncoder`) as a sentence-transformers directory with its card
+    (kind `encoder`) and a README.md rendered from it."""
     path = Path(path)
     st = getattr(model, "model", model)
     st.save(str(path), safe_serialization=True, create_model_card=False)
     refuse_pickles(path)
-    (path / "README.md").write_text(card.render(path.name), encoding="utf-8")
-    (path / "shopfusion_training.json").write_text(json.dumps(card.to_dict(), indent=2, default=str),
-                                                   encoding="utf-8")
+    card = replace(card, kind="encoder", extra={"embeds": "Product.embedding_text()", **card.extra})
+    card.save(path)
+    (path / "README.md").write_text(card.render(path.name) + _LOADING.format(name=str(path)), encoding="utf-8")
     return path
 
 
-def save_classifier(model: Any, path: str | Path, card: ModelCard) -> Path:
-    """Save a `MultiTaskClassifier`: encoder dir (when trainable), heads in safetensors, labels in JSON."""
+_LOADING = """
+## Use
+
+Index with it (`shopfusion index CATALOG --index DIR --model {name}`) or load it in Python:
+
+```python
+from shopfusion.encoders import load_encoder
+encoder = load_encoder({name!r})  # a local directory: safetensors only
+```
+"""
+
+
+def save_intent_model(model: Any, path: str | Path, domain: str, card: ModelCard, *, base: str | Path,
+                      brands: Sequence[str] = (), service_threshold: float = 0.9) -> Path:
+    """Write the head of `domain` of a `MultiTaskClassifier` as an intent-model directory.
+
+    When the encoder was trained (any method but `head`, or a multi-task source phase) it is saved in
+    `encoder/` and the card names it: search then encodes each query with it (one more encode per query).
+    Otherwise the head reads the vectors of `base` (the index's encoder) and the card names that one."""
     from safetensors.torch import save_file
+
+    from shopfusion.encoders import load_encoder
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    encoder_spec: str | None = None
-    if getattr(model.encoder, "trainable", False):
-        save_encoder(model.encoder, path / "encoder", card)
-        encoder_spec = "encoder"
-    else:
-        encoder_spec = getattr(getattr(model.encoder, "encoder", None), "model_id", None)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.heads.state_dict().items()}
+    head = model.heads.heads[_head_key(domain)]
+    linears = [m for m in head.net if isinstance(m, nn.Linear)]
+    tensors = {}
+    for i, layer in enumerate(linears):
+        tensors[f"layer{i}.weight"] = layer.weight.detach().cpu().float().contiguous()
+        tensors[f"layer{i}.bias"] = layer.bias.detach().cpu().float().contiguous()
     save_file(tensors, str(path / "heads.safetensors"))
-    meta = {"labels": model.heads.labels, "dim": model.heads.dim, "hidden": model.heads.hidden,
-            "dropout": model.heads.dropout, "encoder": encoder_spec,
-            "max_seq_length": getattr(getattr(model.encoder, "model", None), "max_seq_length", None)}
-    (path / "classifier.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    (path / "heads.safetensors").chmod(0o644)
+    own = bool(getattr(model.encoder, "changed", False))
+    base_ref = encoder_ref(base)
+    if own:
+        save_encoder(model.encoder, path / "encoder", ModelCard(kind="encoder", encoder=base_ref,
+                                                                method=f"intent {card.method}", data=card.data))
+        reads = EncoderRef.of(load_encoder(str(path / "encoder")))
+    else:
+        reads = base_ref
+    card = replace(card, kind="intent-model", encoder=reads, extra={
+        **card.extra, "labels": list(model.heads.labels[domain]), "layers": len(linears), "domain": domain,
+        "own_encoder": own, "base_encoder": base_ref.to_dict(), "brands": sorted(set(brands)),
+        "service_threshold": service_threshold})
+    card.save(path)
     (path / "README.md").write_text(card.render(path.name), encoding="utf-8")
     return path
 
 
-def load_classifier(path: str | Path, device: str = "auto") -> Any:
-    """Load what `save_classifier` wrote; the encoder spec may be a saved directory or `hash:<dim>`."""
-    from safetensors.torch import load_file
+def _head_key(domain: str) -> str:
+    from trainer.heads import _key
 
-    from trainer.models import FrozenEncoder, MultiTaskClassifier, TextEncoder, pick_device
-
-    path = Path(path)
-    meta_path = path / "classifier.json"
-    if not meta_path.is_file():
-        raise TrainingError(f"{path} holds no classifier.json: is it a directory written by save_classifier?")
-    refuse_pickles(path)
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    spec = meta.get("encoder")
-    encoder: TextEncoder | FrozenEncoder
-    if spec == "encoder":
-        encoder = TextEncoder.from_path(str(path / "encoder"), max_seq_length=meta.get("max_seq_length"),
-                                        device=device)
-    elif isinstance(spec, str) and spec.startswith("hash:"):
-        from shopfusion.encoders import load_encoder
-
-        encoder = FrozenEncoder(load_encoder(spec))
-    else:
-        raise TrainingError(f"{path}: cannot rebuild encoder {spec!r}; save the classifier with a trainable"
-                            " encoder or a hash encoder")
-    model = MultiTaskClassifier(encoder, head_hidden=meta.get("hidden"), dropout=meta.get("dropout", 0.1))
-    for domain, labels in meta["labels"].items():
-        model.heads.add(domain, labels)
-    model.heads.load_state_dict(load_file(str(path / "heads.safetensors")))
-    return model.to(pick_device(device))
+    return _key(domain)
 
 
 def save_checkpoint(path: str | Path, modules: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer | None,

@@ -1,13 +1,15 @@
-"""Loaders that turn the shared data files into training examples.
+"""Loaders that turn catalogs, queries and judgments into training examples.
 
-- `load_products`: a products.jsonl as `Product`s (the record's `source` kept as an attribute);
+- `read_products`: a catalog (JSONL, CSV or Parquet) through the indexer's readers and validation, exactly
+  as `shopfusion index` reads it: bad records go to a rejects file with their line and reason, the last
+  record of a repeated id wins, and the products are the ones the index would hold;
 - `category_examples`: products -> (text, leaf type) examples, one domain per top-level category;
-- `intent_examples`: CLINC150-style queries.jsonl -> (utterance, intent) examples, one domain per intent domain;
-- `relevance_pairs`: queries.jsonl + qrels.tsv -> graded (query, product) pairs;
+- `intent_examples`: queries.jsonl with `text`, `intent` (and `domain`, `split`) -> labelled examples;
+- `relevance_pairs`: queries + qrels (`shopfusion.evaluation`'s one loader) -> graded (query, product) pairs;
 - `pseudo_queries`: label-free (pseudo-query, product) pairs built from a catalog's own product fields.
 
-The data folder is `../shared/data` from the project root (`default_data_dir`); nothing here is copied
-into the repository.
+Every path is an argument: nothing here knows where data lives, and nothing is copied into the package.
+Retrieval training embeds `Product.embedding_text()`, the text the index embeds.
 
 >>> p = Product(id="1", title="Tata Salt Iodised 1 kg", brand="Tata", category_path=("Foodgrains", "Salt", "Salt"))
 >>> [q.query for q in pseudo_queries([p], seed=0)][:2]
@@ -16,7 +18,8 @@ into the repository.
 
 from __future__ import annotations
 
-import csv
+import contextlib
+import gzip
 import json
 import random
 import re
@@ -28,11 +31,6 @@ from pathlib import Path
 from shopfusion.errors import TrainingError
 from shopfusion.types import Product
 from trainer.domains import LabeledText
-
-
-def default_data_dir() -> Path:
-    """`../shared/data` next to the project root (where benchmarks expect the shared datasets)."""
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @dataclass(frozen=True)
@@ -66,9 +64,10 @@ class PseudoQuery:
 
 def _nonempty_lines(path: Path) -> Iterator[tuple[int, str]]:
     if not path.is_file():
-        raise TrainingError(f"{path} does not exist: check the path (shared data lives in ../shared/data)")
+        raise TrainingError(f"{path} does not exist: check the path")
     found = False
-    with path.open(encoding="utf-8") as handle:
+    opened = gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")  # noqa: SIM115
+    with opened as handle:
         for number, line in enumerate(handle, start=1):
             if line.strip():
                 found = True
@@ -77,45 +76,74 @@ def _nonempty_lines(path: Path) -> Iterator[tuple[int, str]]:
         raise TrainingError(f"{path} is empty: give a file with one JSON record per line")
 
 
-def load_products(path: str | Path, limit: int | None = None) -> list[Product]:
-    """Products of a products.jsonl (`id` and `title` required); the record's `source` goes to attributes."""
+@dataclass(frozen=True)
+class CatalogRead:
+    """The products of a catalog as the index would hold them, and what was rejected (and where)."""
+
+    products: list[Product]
+    rejected: int
+    duplicates: int
+    rejects_file: Path | None
+
+
+def read_products(path: str | Path, *, rejects: str | Path | None = None, limit: int | None = None,
+                  max_field_chars: int = 100_000) -> CatalogRead:
+    """Read and validate a catalog with `indexer.readers` and `indexer.validation` (the same code
+    `shopfusion index` runs): rejected records are written to `rejects` (JSONL: source, line, reason,
+    raw) when given, never dropped silently; a repeated id keeps its last record."""
+    from indexer.readers import read_catalog
+    from indexer.validation import validate
+    from shopfusion.errors import CatalogError
+    from shopfusion.types import Reject
+
     path = Path(path)
-    products: list[Product] = []
-    for number, line in _nonempty_lines(path):
-        try:
-            record = json.loads(line)
-            attributes = {k: str(v) for k, v in (record.get("attributes") or {}).items() if v is not None}
-            if record.get("source"):
-                attributes["source"] = str(record["source"])
-            products.append(
-                Product(
-                    id=str(record["id"]),
-                    title=str(record["title"]),
-                    description=record.get("description"),
-                    brand=record.get("brand"),
-                    category_path=tuple(record.get("category_path") or ()),
-                    attributes=attributes,
-                )
-            )
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise TrainingError(f"{path}, line {number}: not a product record ({exc}); fields `id` and"
-                                " `title` are required") from exc
-        if limit is not None and len(products) >= limit:
-            break
-    return products
+    try:
+        records = read_catalog(path)
+    except CatalogError as exc:
+        raise TrainingError(str(exc)) from exc
+    products: dict[str, Product] = {}
+    rejected = duplicates = 0
+    with contextlib.ExitStack() as stack:
+        sink = None
+        if rejects is not None:
+            Path(rejects).parent.mkdir(parents=True, exist_ok=True)
+            sink = stack.enter_context(Path(rejects).open("w", encoding="utf-8"))
+        for record in records:
+            result = validate(record, max_field_chars)
+            if isinstance(result, Reject):
+                rejected += 1
+                if sink is not None:
+                    sink.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+                continue
+            if result.id in products:
+                duplicates += 1
+                del products[result.id]  # the last record wins, in its own position
+            products[result.id] = result
+            if limit is not None and len(products) >= limit:
+                break
+    if not products:
+        raise TrainingError(f"{path} holds no valid product ({rejected} rejected"
+                            + (f", see {rejects}" if rejects else "") + "): every product needs `id` and `title`")
+    return CatalogRead(list(products.values()), rejected, duplicates, Path(rejects) if rejects else None)
+
+
+def load_products(path: str | Path, limit: int | None = None) -> list[Product]:
+    """The valid products of a catalog (`read_products` without a rejects file)."""
+    return read_products(path, limit=limit).products
 
 
 def load_query_records(path: str | Path) -> list[QueryRecord]:
+    """Query records of a JSONL file (`text` required; `id` defaults to the line number)."""
     path = Path(path)
     records = []
     for number, line in _nonempty_lines(path):
         try:
             r = json.loads(line)
-            records.append(QueryRecord(id=str(r["id"]), text=str(r["text"]), intent=r.get("intent"),
+            records.append(QueryRecord(id=str(r.get("id", f"line{number}")), text=str(r["text"]), intent=r.get("intent"),
                                        domain=r.get("domain"), split=r.get("split"),
                                        category=r.get("category")))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise TrainingError(f"{path}, line {number}: a query needs `id` and `text` ({exc})") from exc
+            raise TrainingError(f"{path}, line {number}: a query needs `text` ({exc})") from exc
     return records
 
 
@@ -125,19 +153,6 @@ def classification_text(product: Product, *, with_description: bool = False) -> 
     if product.brand:
         parts.append(product.brand)
     if with_description and product.description:
-        parts.append(product.description)
-    return " | ".join(parts)
-
-
-def document_text(product: Product, *, with_category: bool = False) -> str:
-    """The text a retrieval experiment embeds: title, brand, description and attributes; the category
-    path only when asked (category-name queries would otherwise match it verbatim)."""
-    parts = [product.title]
-    if product.brand:
-        parts.append(product.brand)
-    if with_category and product.category_path:
-        parts.append(product.category_text)
-    if product.description:
         parts.append(product.description)
     return " | ".join(parts)
 
@@ -160,46 +175,46 @@ def category_examples(
 def intent_examples(
     path: str | Path, *, splits: Sequence[str] | None = None, include_oos: bool = False
 ) -> list[LabeledText]:
-    """CLINC150 utterances as (text, intent) examples grouped by intent domain."""
+    """Labelled queries (`text`, `intent`, optional `domain`: default `default`) of the given splits;
+    CLINC150's out-of-scope domain `oos` only with `include_oos`."""
+    return [e for e, _ in _intent_records(path, splits, include_oos)]
+
+
+def default_intent_examples() -> Path:
+    """The labelled intent examples shipped with the package (openly licensed sources; see the
+    ATTRIBUTION.md beside them): what the shipped intent model was trained on."""
+    import shopfusion
+
+    return Path(shopfusion.__file__).resolve().parent / "data" / "intent_examples" / "examples.jsonl.gz"
+
+
+def intent_splits(path: str | Path, *, include_oos: bool = False) -> tuple[list[LabeledText], list[LabeledText]]:
+    """(training, held-out) examples: records whose `split` names a test split (`test`, `oos_test`) are
+    held out, every other record trains."""
+    records = _intent_records(path, None, include_oos)
+    return ([e for e, split in records if "test" not in split], [e for e, split in records if "test" in split])
+
+
+def _intent_records(path: str | Path, splits: Sequence[str] | None, include_oos: bool) -> list[tuple[LabeledText, str]]:
     out = []
     for r in load_query_records(path):
-        if r.intent is None or r.domain is None:
-            raise TrainingError(f"query {r.id!r} has no `intent`/`domain`: intent data needs both")
-        if not include_oos and r.domain == "oos":
+        if r.intent is None:
+            raise TrainingError(f"query {r.id!r} of {path} has no `intent`: intent data needs a label per query")
+        domain = r.domain or "default"
+        if not include_oos and domain == "oos":
             continue
         if splits is not None and r.split not in splits:
             continue
-        out.append(LabeledText(r.text, label=r.intent, domain=r.domain))
+        out.append((LabeledText(r.text, label=str(r.intent), domain=domain), r.split or ""))
     if not out:
-        raise TrainingError(f"{path}: no utterances left for splits {splits}")
+        raise TrainingError(f"{path}: no labelled queries left" + (f" for splits {list(splits)}" if splits else ""))
     return out
-
-
-def load_qrels(path: str | Path) -> dict[str, dict[str, float]]:
-    """qrels.tsv (`query_id<TAB>product_id<TAB>grade`, header first) as {query_id: {product_id: grade}}."""
-    path = Path(path)
-    qrels: dict[str, dict[str, float]] = defaultdict(dict)
-    if not path.is_file():
-        raise TrainingError(f"{path} does not exist")
-    with path.open(encoding="utf-8") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        header = next(reader, None)
-        if header is None:
-            raise TrainingError(f"{path} is empty: expected a header query_id, product_id, grade")
-        for number, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            try:
-                qrels[row[0]][row[1]] = float(row[2])
-            except (IndexError, ValueError) as exc:
-                raise TrainingError(f"{path}, line {number}: expected query_id, product_id, grade") from exc
-    if not qrels:
-        raise TrainingError(f"{path} has no judgments")
-    return dict(qrels)
 
 
 def relevance_pairs(queries_path: str | Path, qrels_path: str | Path) -> list[RelevancePair]:
     """Every judged pair whose query text is known."""
+    from shopfusion.evaluation import load_qrels
+
     queries = {r.id: r.text for r in load_query_records(queries_path)}
     pairs: list[RelevancePair] = []
     for qid, judged in load_qrels(qrels_path).items():

@@ -305,6 +305,7 @@ class IntentTrainer:
                 self._checkpoint(modules, optimizer, index, step + 1, global_step)
         if phase.train_encoder:
             self._encoder_changed = True
+            encoder.changed = True
             encoder.freeze()
         if a.output_dir:
             self._checkpoint(modules, optimizer, index, phase.steps, global_step)
@@ -360,6 +361,7 @@ class IntentTrainer:
         plan = self.phases()
         phase, step = int(state["phase"]), int(state["step"])
         self._encoder_changed = bool(state.get("encoder_changed"))
+        self.model.encoder.changed = self._encoder_changed or self.model.encoder.changed
         if step >= plan[phase].steps:  # that phase was finished: restore its weights, go on with the next
             _load_model_only(path, self.model)
             return {"phase": phase + 1, "step": 0, "path": None}

@@ -51,13 +51,17 @@ class TextEncoder(nn.Module):
         if max_seq_length is not None:
             self.model.max_seq_length = max_seq_length
         self.normalize = normalize
+        self.changed = False
+        """Set by trainers once a phase has updated the weights (the model then differs from its source)."""
 
     @classmethod
-    def from_path(cls, path: str, *, max_seq_length: int | None = 64, device: str = "auto") -> TextEncoder:
-        """Load a local sentence-transformers directory (`default` = the packaged MiniLM), safetensors only."""
+    def from_path(cls, path: str, *, max_seq_length: int | None = 64, device: str = "auto",
+                  normalize: bool = False) -> TextEncoder:
+        """Load a local sentence-transformers directory (`default` = the packaged MiniLM), safetensors only.
+        `normalize=True` gives the L2-normalised vectors search computes (what intent heads must see)."""
         from trainer.artifacts import load_sentence_transformer
 
-        return cls(load_sentence_transformer(path, device=str(pick_device(device))), max_seq_length)
+        return cls(load_sentence_transformer(path, device=str(pick_device(device))), max_seq_length, normalize)
 
     @property
     def dim(self) -> int:
@@ -127,6 +131,7 @@ class FrozenEncoder(nn.Module):
     """Any `shopfusion.encoders.Encoder` (numpy in, numpy out) as a frozen module. Only heads train on it."""
 
     trainable = False
+    changed = False
 
     def __init__(self, encoder: Any) -> None:
         super().__init__()

@@ -127,8 +127,8 @@ def cache_key(searcher: HybridSearcher, depth: int) -> str:
     identity = {"index": str(searcher.directory.path.resolve()), "version": manifest.version,
                 "created": getattr(manifest, "created", None), "model": manifest.model_id,
                 "lexical": dict(manifest.lexical), "depth": depth, "features": FEATURE_SET_VERSION,
-                "policy": searcher.settings.search.policy,
-                "intent": intent_model_ref(searcher.settings.search.policy)}
+                "policy": searcher.settings.search.policy, "intent": intent_model_ref(searcher.policy),
+                "fusion": {key: getattr(searcher.settings.search, key) for key in ("fusion", "alpha", "normalization")}}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return f"{manifest.version}-{digest}"
 
@@ -398,7 +398,7 @@ def save_ranker(fitted: FittedRanker, output: str | os.PathLike[str], *, searche
     manifest = searcher.manifest
     spec = RankerSpec(fitted.params.feature_names, fitted.params.normalization, FEATURE_SET_VERSION,
                       dict(manifest.lexical),
-                      intent_model_ref(searcher.settings.search.policy) if fitted.intent_used else None, depth)
+                      intent_model_ref(searcher.policy) if fitted.intent_used else None, depth)
     params = {k: v for k, v in asdict(fitted.params).items() if k not in {"exclude", "threads"}}
     params.update(label_gain=fitted.label_gain, excluded=list(fitted.params.exclude))
     card = ModelCard(kind="ranker", encoder=EncoderRef(manifest.model_id, manifest.dim), method=method,

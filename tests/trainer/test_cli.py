@@ -32,8 +32,35 @@ def test_intent_command_trains_and_saves(tmp_path: Path, tiny_model_dir: Path, m
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["phases"] == ["head", "finetune"] and "accuracy" in payload["metrics"]
+    assert payload["own_encoder"] is True and "search.intent_model" in payload["use"]
     assert (tmp_path / "out" / "heads.safetensors").is_file()
     assert (tmp_path / "out" / "encoder" / "README.md").is_file()
+
+
+def test_intent_data_and_intent_make_the_model_search_loads(tmp_path: Path) -> None:
+    from ranker.intent import LABELS, load_intent_model
+
+    clinc = tmp_path / "clinc.jsonl"
+    clinc.write_text("".join(json.dumps({"id": f"c{i}", "text": t, "intent": "order_status", "domain": "shopping",
+                                         "split": s}) + "\n"
+                             for i, (t, s) in enumerate([("where is my order", "train"), ("track my package", "train"),
+                                                         ("is my order late", "test")])))
+    wands = tmp_path / "wands.jsonl"
+    wands.write_text("".join(json.dumps({"id": f"w{i}", "text": t, "category": c}) + "\n" for i, (t, c) in enumerate(
+        [("blue velvet sofa", "Sofas"), ("oak desk", "Desks"), ("floor lamp", "Lamps"), ("5x8 area rug", "Rugs"),
+         ("bar stool", "Stools"), ("bunk bed", "Beds"), ("leather armchair", "Armchairs"), ("wall clock", "Clocks")])))
+    out = tmp_path / "intents.jsonl"
+    result = CliRunner().invoke(cli.train, ["intent-data", "--clinc", str(clinc), "--wands", str(wands),
+                                            "--output", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    labels = {json.loads(line)["intent"] for line in out.read_text().splitlines()}
+    assert {"service", "product_information", "comparison"} <= labels <= set(LABELS)
+    assert json.loads((tmp_path / "intents.jsonl.sources.json").read_text())["clinc150"] == str(clinc)
+    result = CliRunner().invoke(cli.train, ["intent", "--data", str(out), "--model", "hash:32", "--head-steps", "20",
+                                            "--test-per-label", "1", "--output", str(tmp_path / "m"), "--json"])
+    assert result.exit_code == 0, result.output
+    model = load_intent_model(tmp_path / "m")
+    assert model.encoder.model_id == "hash:32" and "clinc" in model.card.data[0]
 
 
 def test_bad_target_is_a_clear_error(tmp_path: Path, make_examples) -> None:  # type: ignore[no-untyped-def]
@@ -42,5 +69,5 @@ def test_bad_target_is_a_clear_error(tmp_path: Path, make_examples) -> None:  # 
                             for i, e in enumerate(make_examples())))
     result = CliRunner().invoke(cli.train, ["intent", "--data", str(data), "--target", "nope",
                                             "--output", str(tmp_path / "o")])
-    assert result.exit_code != 0
-    assert "known domains: kitchen" in str(result.exception)
+    assert result.exit_code == 2
+    assert "known domains: kitchen" in result.output

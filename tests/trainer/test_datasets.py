@@ -9,9 +9,10 @@ from trainer.datasets import (
     category_examples,
     category_name_queries,
     intent_examples,
+    intent_splits,
     load_products,
-    load_qrels,
     pseudo_queries,
+    read_products,
     relevance_pairs,
 )
 
@@ -28,20 +29,24 @@ def test_products_and_category_examples(tmp_path: Path) -> None:
         {"id": "2", "title": "Steel Pan", "category_path": ["Kitchen"]},
     ])
     products = load_products(path)
-    assert products[0].attributes["source"] == "shop"
+    assert products[0].attributes["source"] == "shop"  # as the indexer keeps extra fields
     examples = category_examples(products)
     assert [(e.text, e.label, e.domain) for e in examples] == [("Green Tea 100 g | Tetley", "Green Tea", "Beverages")]
 
 
-def test_empty_and_missing_files_are_clear_errors(tmp_path: Path) -> None:
+def test_catalogs_are_read_as_the_indexer_reads_them(tmp_path: Path) -> None:
     (tmp_path / "empty.jsonl").write_text("\n\n", encoding="utf-8")
-    with pytest.raises(TrainingError, match="is empty"):
+    with pytest.raises(TrainingError, match="no valid product"):
         load_products(tmp_path / "empty.jsonl")
-    with pytest.raises(TrainingError, match="does not exist"):
+    with pytest.raises(TrainingError, match="not found"):
         load_products(tmp_path / "missing.jsonl")
-    _write(tmp_path / "bad.jsonl", [{"title": "no id"}])
-    with pytest.raises(TrainingError, match="line 1"):
-        load_products(tmp_path / "bad.jsonl")
+    path = _write(tmp_path / "mixed.jsonl", [{"id": "1", "title": "Tea"}, {"title": "no id"}, {"id": "2"},
+                                             {"id": "1", "title": "Green tea"}, {"id": "3", "title": "Pan"}])
+    read = read_products(path, rejects=tmp_path / "rejects.jsonl")
+    assert [p.title for p in read.products] == ["Green tea", "Pan"]  # the last record of a repeated id wins
+    assert read.rejected == 2 and read.duplicates == 1
+    rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rejects] == [2, 3] and "id" in rejects[0]["reason"]
 
 
 def test_intents_and_relevance_pairs(tmp_path: Path) -> None:
@@ -50,8 +55,10 @@ def test_intents_and_relevance_pairs(tmp_path: Path) -> None:
         {"id": "b", "text": "blah", "intent": "oos", "domain": "oos", "split": "train"},
     ])
     assert [e.label for e in intent_examples(q)] == ["order_status"]
+    train, test = intent_splits(_write(tmp_path / "s.jsonl", [{"text": "x", "intent": "a", "split": "test"},
+                                                              {"text": "y", "intent": "b"}]))
+    assert [e.text for e in train] == ["y"] and [e.text for e in test] == ["x"] and train[0].domain == "default"
     (tmp_path / "qrels.tsv").write_text("query_id\tproduct_id\tgrade\na\tp1\t3\na\tp2\t1\n", encoding="utf-8")
-    assert load_qrels(tmp_path / "qrels.tsv") == {"a": {"p1": 3.0, "p2": 1.0}}
     assert {p.product_id for p in relevance_pairs(q, tmp_path / "qrels.tsv")} == {"p1", "p2"}
 
 

@@ -1,20 +1,18 @@
-"""Learning a fusion policy from validation judgments.
+"""Learning a fusion policy (per-intent fusion rows) from validation judgments.
 
-`train_policy` reads as its phases:
+`shopfusion train policy` reads as its phases:
 
 1. `collect_legs`: run both retrieval legs once per validation query (corpus: top `depth` of each leg;
    pool: each leg's scores of the judged products) and keep them, with the query vectors, in a `LegCache`;
-2. `train_intent_model` (unless a model is given): CLINC150 service utterances, the validation queries
-   themselves and WANDS as product lookups, seed templates for information and comparison, catalog brands
-   for specificity, and which leg wins each validation query for the `leg` head;
+2. predict each query's intent with the intent model the policy will serve with (as at query time);
 3. `grid_scores`: nDCG@10 of every query under every grid point (method x alpha x normalisation),
    computed from the cached legs with `grid_fuse`, which reproduces `ranker.fusion.fuse` (scores and
    tie-breaks) for many configurations at once;
-4. `learn_rows`: per policy key, coarse to fine (`intent`, `label`, `label|leg`), the grid point with the
-   best mean nDCG@10 over the key's queries; a key gets its own row only with at least `min_queries`
-   queries and a cross-validated gain of at least `min_gain` over the row it would otherwise inherit
-   (backoff to its parent, finally to the global best);
-5. write `policy.json` and the intent model into the output directory.
+4. `learn_rows`: per policy key, coarse to fine (`intent`, then `label`), the grid point with the best mean
+   nDCG@10 over the key's queries; a key gets its own row only with at least `min_queries` queries and a
+   cross-validated gain of at least `min_gain` over the row it would otherwise inherit (backoff to its
+   parent, finally to the global best);
+5. `save_policy`: `policy.json` and the model card (which intent model the rows are keyed on).
 
 >>> scores = np.array([[0.2, 0.8, 0.5], [0.6, 0.3, 0.9]])  # 2 grid points x 3 queries
 >>> rows, _ = learn_rows(scores, [("a",), ("a",), ("b",)], min_queries=1, min_gain=0.01)
@@ -327,42 +325,46 @@ class Timer:
 
 
 # -- putting it together ----------------------------------------------------------------------------
-def leg_winners(cache: LegCache, qrels: Mapping[str, Mapping[str, float]], ids: Sequence[str], *,
-                margin: float = 0.05) -> dict[str, str]:
-    """Which single leg wins each query in corpus mode (nDCG@10 difference above `margin`)."""
-    from ranker.intent_data import leg_labels
-
-    single = [FusionConfig(method="linear", alpha=0.0), FusionConfig(method="linear", alpha=1.0)]
-    scores, kept = grid_scores(cache, qrels, single, mode="corpus", ids=ids)
-    return leg_labels(dict(zip(kept, scores[0].tolist(), strict=True)), dict(zip(kept, scores[1].tolist(), strict=True)),
-                      margin=margin)
+def policy_keys(policy: Any, cache: LegCache, ids: Sequence[str]) -> list[tuple[str, ...]]:
+    """Each query's policy keys as the serving policy predicts them from the cached vector (as at query
+    time: the intent model when it can read the vectors, else the rules)."""
+    return [policy.predict(cache.queries[q], cache.vector(q)).keys for q in ids]
 
 
-def policy_keys(model: Any, cache: LegCache, ids: Sequence[str],
-                legs: Mapping[str, str] | None = None) -> list[tuple[str, ...]]:
-    """Each query's policy keys as the model predicts them from the cached vector (as at query time);
-    `legs` replaces the `leg` prediction (out-of-fold predictions for queries the leg head trained on)."""
-    from dataclasses import replace
+@dataclass
+class LearnedPolicy:
+    """What `learn_policy` found: the rows to serve, and how they were chosen."""
 
-    out = []
-    for q in ids:
-        prediction = model.predict(cache.queries[q], cache.vector(q))
-        if legs and q in legs and prediction.leg is not None:
-            prediction = replace(prediction, leg=legs[q])
-        out.append(prediction.keys)
-    return out
+    policy: Any  # ranker.policy.PolicyFile
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def learn_policy(cache: LegCache, qrels: Mapping[str, Mapping[str, float]], model: Any, *,
+def save_policy(learned: LearnedPolicy, directory: str | Path, *, encoder: Any, intent_model: str | None,
+                data: Sequence[str]) -> Path:
+    """Write `policy.json`, the model card (kind `fusion-policy`) and a README into `directory`."""
+    from shopfusion.artifacts import ModelCard
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "policy.json"
+    path.write_text(json.dumps(learned.policy.to_dict(), indent=1, default=str) + "\n", encoding="utf-8")
+    card = ModelCard(kind="fusion-policy", encoder=encoder, method="per-intent grid search with backoff",
+                     data=tuple(data), params={k: v for k, v in learned.training.items() if k != "keys"},
+                     metrics=learned.metrics, extra={"intent_model": intent_model, "keys": learned.training.get("keys")})
+    card.save(directory)
+    (directory / "README.md").write_text(card.render(directory.name), encoding="utf-8")
+    return path
+
+
+def learn_policy(cache: LegCache, qrels: Mapping[str, Mapping[str, float]], policy: Any, *,
                  grid: Sequence[FusionConfig] | None = None, mode: str = "corpus", ids: Sequence[str] | None = None,
                  min_queries: int = 50, min_gain: float = 0.002, folds: int = 5, depth: int = 200,
-                 legs: Mapping[str, str] | None = None, progress: bool = False) -> Any:
-    """A `PolicyFile` whose rows maximise mean nDCG@10 per policy key on the given queries.
-
-    `mode`: `corpus`, `pool`, or `both` (the mean of the two per query). `legs`: out-of-fold `leg`
-    predictions for the queries the intent model was trained on (`IntentTrainingOutput.oof_legs`)."""
-    from ranker.intent_policy import PolicyFile
-    from ranker.policy import PolicyRow
+                 progress: bool = False) -> LearnedPolicy:
+    """Rows that maximise mean nDCG@10 per policy key on the given queries; `policy` predicts the keys
+    (a `ranker.policy.IntentPolicy`, as it will serve). `mode`: `corpus`, `pool`, or `both` (the mean
+    of the two per query)."""
+    from ranker.policy import PolicyFile, PolicyRow
 
     grid = list(grid or default_grid())
     ids = list(ids or cache.ids)
@@ -377,7 +379,7 @@ def learn_policy(cache: LegCache, qrels: Mapping[str, Mapping[str, float]], mode
         scores, kept = grid_scores(cache, qrels, grid, mode=mode, ids=ids, progress=progress)
     else:
         raise TrainingError(f"unknown mode {mode!r}: use corpus, pool or both")
-    keys = policy_keys(model, cache, kept, legs)
+    keys = policy_keys(policy, cache, kept)
     rows, stats = learn_rows(scores, keys, min_queries=min_queries, min_gain=min_gain, folds=folds)
     assignment = [resolve(rows, k) for k in keys]
     default = PolicyRow(grid[rows[""]], depth=depth)
@@ -397,4 +399,4 @@ def learn_policy(cache: LegCache, qrels: Mapping[str, Mapping[str, float]], mode
     metrics = {f"train_{METRIC}_static_best": round(float(scores[rows['']].mean()), 5),
                f"train_{METRIC}_policy": round(float(evaluate_assignment(scores, assignment).mean()), 5),
                "static_best": config_name(grid[rows[""]])}
-    return PolicyFile(default=default, rows=policy_rows, stats=row_stats, training=training, metrics=metrics)
+    return LearnedPolicy(PolicyFile(default=default, rows=policy_rows, stats=row_stats), training, metrics)
