@@ -153,7 +153,8 @@ class Client:
             "settings": self.settings.to_dict(), "options": {k: v for k, v in options.items() if v is not None},
             "index": {"path": str(self.index_dir), "version": manifest.version, "encoder": manifest.model_id,
                       "dim": manifest.dim, "lexical": dict(manifest.lexical)},
-            "models": {"policy": self.settings.search.policy},
+            "models": {"policy": self.settings.search.policy,
+                       "intent_model": dict(getattr(searcher.policy, "info", {})).get("intent_model")},
         }
         if {"hybrid", "ranker"} & set(runs):
             from ranker.searcher import SearchOptions
