@@ -461,5 +461,5 @@ def test_the_ranking_stage_reads_the_same_features_from_elasticsearch(es_setting
             matrices[engine] = extract(candidates)
         assert searchers["elasticsearch"].stage.local is False and searchers["tantivy"].stage.local is True
         fields = [FEATURE_NAMES.index(f"bm25_{name}") for name in ("title", "description", "brand", "category")]
-        assert matrices["tantivy"].shape[0] > 10 and (matrices["tantivy"][:, fields] > 0).all(axis=0).any()
+        assert matrices["tantivy"].shape[0] > 10 and (matrices["tantivy"][:, fields] > 0).any(axis=0).sum() >= 2
         np.testing.assert_allclose(matrices["elasticsearch"], matrices["tantivy"], rtol=1e-3, atol=1e-4, err_msg=text)
