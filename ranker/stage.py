@@ -139,13 +139,16 @@ class RankingStage:
     def order(self, ranker: LearnedRanker, candidates: CandidateSet, fused: Sequence[Fused], *,
               explain: bool = False, k: int | None = None
               ) -> tuple[list[Fused], dict[str, tuple[FeatureContribution, ...]]]:
-        """`fused` re-ordered by the ranker's scores (the fused order breaks ties), with the top `k`
-        hits' contributions when `explain`. Every fused candidate is kept."""
+        """`fused` re-ordered by the ranker's scores (the fused order breaks ties): the top `k`, or every
+        candidate when `k` is None; with `explain`, the contributions of the hits returned (at most `k`)."""
         features = extract(candidates)
         scores = ranker.score(features)
         by_id = {pid: i for i, pid in enumerate(candidates.ids)}
-        ranked = sorted(range(len(fused)), key=lambda i: (-scores[by_id[fused[i].product_id]], i))
-        out = [Fused(fused[i].product_id, float(scores[by_id[fused[i].product_id]]), fused[i].legs) for i in ranked]
+        fused_scores = np.array([scores[by_id[f.product_id]] for f in fused], dtype=np.float64)
+        ranked = np.lexsort((np.arange(len(fused)), -fused_scores))  # stable: ties keep the fused order
+        if k is not None:
+            ranked = ranked[:k]
+        out = [Fused(fused[i].product_id, float(fused_scores[i]), fused[i].legs) for i in ranked]
         contributions: dict[str, tuple[FeatureContribution, ...]] = {}
         if explain and out:
             shown = out if k is None else out[:k]
