@@ -489,7 +489,7 @@ def transfer(index_dir: Path, work: Path, threads: int) -> None:
     bb_gains = judgment_gains(qrels, min_grade=0.0)
     bb_fit, bb_valid = split_validation(list(queries), 0.2)
     reverse = {}
-    for variant in ("as trained", "per-query normalised"):
+    for variant in TRANSFER_VARIANTS:
         params = replace(base, min_data_in_leaf=20, **TRANSFER_VARIANTS[variant])
         reverse[variant] = fit(table, {q: queries[q] for q in bb_fit}, bb_gains, {q: queries[q] for q in bb_valid},
                                bb_gains, params)
