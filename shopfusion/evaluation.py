@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -186,8 +187,9 @@ def compare_runs(runs: Mapping[str, Run], qrels: Qrels, metrics: Sequence[str] =
     return {
         "stat_test": stat_test, "max_p": max_p, "queries": len(int_qrels),
         "means": {n: {m: float(v) for m, v in report[n]["scores"].items()} for n in names},
-        "p_values": {n: {o: {m: float(p) for m, p in ps.items()} for o, ps in report[n]["comparisons"].items()}
-                     for n in names},
+        # identical per-query values give the t-test no variance (NaN): no difference, p = 1
+        "p_values": {n: {o: {m: 1.0 if math.isnan(float(p)) else float(p) for m, p in ps.items()}
+                         for o, ps in report[n]["comparisons"].items()} for n in names},
         "win_tie_loss": {n: {o: {m: dict(w) for m, w in wtl.items()} for o, wtl in report[n]["win_tie_loss"].items()}
                          for n in names},
     }
