@@ -418,12 +418,13 @@ def format_evaluation(report: dict[str, Any]) -> str:
                 cell += f" {delta:+.4f}{mark}" + ("" if p is None else f" p={p:.1g}")
             cells.append(f"{cell:>18}" if name == names[0] else cell)
         lines.append(f"{name:<{width}} " + "  ".join(cells))
-    models = report.get("setup", {}).get("models", {})
+    models = report.get("models", {})
     index = report.get("setup", {}).get("index", {})
-    if index:
-        lines.append(f"index {index.get('path')} ({index.get('version')}), encoder {index.get('encoder')},"
-                     f" lexical {index.get('lexical')}; policy {models.get('policy')}"
-                     + (f"; ranker {models['ranker']['path']}" if models.get("ranker") else ""))
+    intent = models.get("intent_model") or {}
+    lines.append(f"index {index.get('path', '')} ({models.get('index_version')}), encoder {models.get('encoder')},"
+                 f" lexical {index.get('lexical')}; intent model {intent.get('id') if isinstance(intent, dict) else intent},"
+                 f" policy {models.get('policy')}" + (f"; ranker {models['ranker']['path']}" if models.get("ranker") else ""))
+    lines += [f"warning: {w}" for w in report.get("warnings", [])]
     per_query = report.get("per_query")
     if per_query:
         lines.append("")

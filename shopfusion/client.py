@@ -125,8 +125,9 @@ class Client:
         metrics = list(metrics or DEFAULT_METRICS)
         judged_qrels = {q: judgments[q] for q in judged}
         computed: dict[str, Mapping[str, Mapping[str, float]]] = {}
+        warnings: set[str] = set()
         for name in runs:
-            run = self._run(name, judged, query_map, judgments, mode, k, progress, search_options)
+            run = self._run(name, judged, query_map, judgments, mode, k, progress, search_options, warnings)
             computed[name] = run
             if run_dir is not None:
                 Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -139,34 +140,37 @@ class Client:
             computed[name] = {q: given.get(q, {}) for q in judged}
         comparison = compare_runs(computed, judged_qrels, metrics, stat_test=stat_test, max_p=max_p)
         report: dict[str, Any] = {"mode": mode, "queries": len(judged), "k": k, "metrics": metrics,
-                                  "runs": comparison["means"], "comparisons": comparison,
-                                  "setup": self._setup(list(runs), search_options)}
+                                  "runs": comparison["means"], "comparisons": comparison}
+        report["models"] = self.models()
+        if {"hybrid", "ranker"} & set(runs):
+            from ranker.searcher import SearchOptions
+
+            ranker, _ = self.searcher.ranker(SearchOptions(ranker=search_options.get("ranker")))
+            if ranker is not None:
+                report["models"]["ranker"] = ranker.describe()
+        report["setup"] = self._setup(search_options)
+        report["warnings"] = sorted(warnings)
         if per_query:
             report["per_query"] = {name: evaluate_per_query(run, judged_qrels, metrics) for name, run in computed.items()}
         return report
 
-    def _setup(self, runs: Sequence[str], options: Mapping[str, Any]) -> dict[str, Any]:
-        """What an evaluation ran with: settings, the index (version, encoder, lexical engine) and models."""
+    def models(self) -> dict[str, Any]:
+        """What answers queries: the index version, its encoder, the intent model and the fusion policy."""
         searcher = self.searcher
-        manifest = searcher.manifest
-        setup: dict[str, Any] = {
-            "settings": self.settings.to_dict(), "options": {k: v for k, v in options.items() if v is not None},
-            "index": {"path": str(self.index_dir), "version": manifest.version, "encoder": manifest.model_id,
-                      "dim": manifest.dim, "lexical": dict(manifest.lexical)},
-            "models": {"policy": self.settings.search.policy,
-                       "intent_model": dict(getattr(searcher.policy, "info", {})).get("intent_model")},
-        }
-        if {"hybrid", "ranker"} & set(runs):
-            from ranker.searcher import SearchOptions
+        info = dict(getattr(searcher.policy, "info", {}))
+        return {"index_version": searcher.manifest.version, "encoder": searcher.manifest.model_id,
+                "intent_model": info.get("intent_model"), "policy": info.get("policy", "none")}
 
-            ranker, _ = searcher.ranker(SearchOptions(ranker=options.get("ranker")))
-            if ranker is not None:
-                setup["models"]["ranker"] = ranker.describe()
-        return setup
+    def _setup(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings an evaluation ran with (credentials left out), this call's options and the index."""
+        manifest = self.searcher.manifest
+        return {"settings": self.settings.to_dict(), "options": {k: v for k, v in options.items() if v is not None},
+                "index": {"path": str(self.index_dir), "version": manifest.version, "encoder": manifest.model_id,
+                          "dim": manifest.dim, "lexical": dict(manifest.lexical)}}
 
     def _run(self, name: str, judged: list[str], queries: Mapping[str, str],
              judgments: Mapping[str, Mapping[str, float]], mode: EvalMode, k: int, progress: bool,
-             options: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+             options: Mapping[str, Any], warnings: set[str]) -> dict[str, dict[str, float]]:
         from tqdm.auto import tqdm
 
         if name not in {"hybrid", "lexical", "dense", "fusion", "ranker"}:
@@ -192,6 +196,7 @@ class Client:
                 if alpha is not None:
                     pool_options.update(fusion="linear", alpha=alpha)
                 results = self.rerank(queries[qid], list(judgments[qid]), **pool_options)
+            warnings.update(results.warnings)
             run[qid] = {hit.product_id: float(len(results.hits) - hit.rank + 1) for hit in results.hits}
         return run
 

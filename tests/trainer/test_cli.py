@@ -71,3 +71,31 @@ def test_bad_target_is_a_clear_error(tmp_path: Path, make_examples) -> None:  # 
                                             "--output", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "known domains: kitchen" in result.output
+
+
+def test_train_encoder_reads_the_catalog_as_the_indexer_does(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A catalog `shopfusion index` accepts with rejects trains too: the rejects go to a file, not a traceback."""
+    rows = [{"id": f"p{i}", "title": f"green tea {i}", "brand": "tetley"} for i in range(6)]
+    rows += [{"title": "no id"}, {"id": "x", "title": ""}, "not an object"]
+    catalog = tmp_path / "c.jsonl"
+    catalog.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{broken\n")
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "text": f"tea {i}"}) + "\n" for i in range(3)))
+    (tmp_path / "j.tsv").write_text("query_id\tproduct_id\tgrade\n" + "".join(f"q{i}\tp{i}\t3\n" for i in range(3)))
+    result = CliRunner().invoke(cli.train, ["encoder", "--catalog", str(catalog), "--queries", str(tmp_path / "q.jsonl"),
+                                            "--qrels", str(tmp_path / "j.tsv"), "--base", str(tiny_model_dir),
+                                            "--steps", "1", "--batch-size", "2", "--output", str(tmp_path / "enc"),
+                                            "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["catalog"] == {"products": 6, "rejected": 4, "rejects": str(tmp_path / "enc" / "rejects.jsonl")}
+    assert len((tmp_path / "enc" / "rejects.jsonl").read_text().splitlines()) == 4
+    from shopfusion.artifacts import read_card
+
+    card = read_card(tmp_path / "enc", "encoder")
+    assert card.encoder is not None and card.extra["embeds"] == "Product.embedding_text()"
+
+
+def test_train_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli.train, ["intent", "--data", str(tmp_path / "missing.jsonl"), "--output",
+                                            str(tmp_path / "o")])
+    assert result.exit_code == 2 and "no such file" in result.output and "Traceback" not in result.output

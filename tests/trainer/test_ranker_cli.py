@@ -57,7 +57,7 @@ def test_train_from_judgments_search_and_eval(shop: Path) -> None:
         "--metric", "ndcg@10", "--metric", "map@100", "--per-query", "--json"]).output)
     assert list(report["runs"]) == ["fusion", "ranker", "ext"] and report["metrics"] == ["ndcg@10", "map@100"]
     assert 0.0 <= report["comparisons"]["p_values"]["ranker"]["fusion"]["ndcg@10"] <= 1.0
-    assert report["setup"]["models"]["ranker"]["path"] == str(shop / "ranker")
+    assert report["models"]["ranker"]["path"] == str(shop / "ranker")
     assert report["setup"]["index"]["encoder"].startswith("hash:32")
     assert set(report["per_query"]["ranker"]["ndcg@10"]) == set(report["per_query"]["fusion"]["ndcg@10"])
     table = _invoke(shop, ["eval", "--index", str(shop / "idx"), "--queries", str(shop / "q.jsonl"), "--qrels",
