@@ -49,6 +49,9 @@ import click
 @click.option("--cache-dir", type=click.Path(file_okay=False),
               help="feature cache (default ~/.cache/shopfusion/ranker-features).")
 @click.option("--no-cache", is_flag=True, help="extract features without caching them.")
+@click.option("--intent-model", help="intent model whose probabilities the ranker reads: `default`, `none` or a"
+              " directory (search.intent_model; the ranker then needs the same one when it serves).")
+@click.option("--policy", help="fusion policy that orders the candidates: `default`, `none` or a directory.")
 @click.option("--config", type=click.Path(dir_okay=False), default=None, help="shopfusion TOML config.")
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: on a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output.")
@@ -81,8 +84,8 @@ def _train(*, index_dir: str, queries_path: str | None, qrels_path: str | None, 
            propensities: str | None, valid_queries: str | None, valid_qrels: str | None, validation_share: float,
            output_dir: str, depth: int | None, num_leaves: int, learning_rate: float, rounds: int,
            early_stopping: int, min_data_in_leaf: int, normalization: str, exclude: tuple[str, ...],
-           init_model: str | None, seed: int, cache_dir: str | None, no_cache: bool, config: str | None,
-           show: bool) -> dict[str, Any]:
+           init_model: str | None, seed: int, cache_dir: str | None, no_cache: bool, intent_model: str | None,
+           policy: str | None, config: str | None, show: bool) -> dict[str, Any]:
     from ranker.learned import RANKER_FILE
     from ranker.searcher import HybridSearcher
     from shopfusion.config import load_settings
@@ -111,7 +114,9 @@ def _train(*, index_dir: str, queries_path: str | None, qrels_path: str | None, 
         params = RankerParams(**{**params.__dict__, "normalization": source.spec.normalization,
                                  "exclude": tuple(n for n in params.feature_names if n not in source.spec.feature_names)})
         init = str(source.path / RANKER_FILE) if source.path else None
-    searcher = HybridSearcher(index_dir, load_settings(config))
+    settings = load_settings(config)
+    settings = settings.replace("search", intent_model=intent_model, policy=policy)
+    searcher = HybridSearcher(index_dir, settings)
     extra: dict[str, Any] = {}
     try:
         if clicks_path is not None:
