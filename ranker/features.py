@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -341,9 +341,14 @@ def _leg_ranks(ids: Sequence[str], hits: Sequence[LegHit]) -> np.ndarray:
     return np.array([rank.get(pid, 0) for pid in ids], dtype=np.float64)
 
 
-def extract(candidates: CandidateSet) -> np.ndarray:
-    """The feature matrix `(len(candidates.ids), len(FEATURES))`, float32, columns in `FEATURES` order."""
+def extract(candidates: CandidateSet, needed: Collection[str] | None = None) -> np.ndarray:
+    """The feature matrix `(len(candidates.ids), len(FEATURES))`, float32, columns in `FEATURES` order.
+
+    `needed`: the features a model reads (serving); the per-candidate term matches it does not read are
+    left at 0 instead of computed (they cost most of the time). Every feature a model reads has the value
+    it has without `needed`."""
     c = candidates
+    want = (lambda name: True) if needed is None else set(needed).__contains__
     n = len(c.ids)
     x = np.zeros((n, len(FEATURES)), dtype=np.float64)
     if not n:
@@ -376,31 +381,43 @@ def extract(candidates: CandidateSet) -> np.ndarray:
     # term matches
     distinct = q.distinct
     size = max(len(distinct), 1)
-    x[:, col["title_coverage"]] = [len(distinct & v.title_set) / size for v in views]
-    x[:, col["all_coverage"]] = [len(distinct & v.all_set) / size for v in views]
-    x[:, col["title_precision"]] = [len(distinct & v.title_set) / max(len(v.title_set), 1) for v in views]
+    if want("title_coverage") or want("title_precision"):
+        counts = np.array([(len(distinct & v.title_set), len(v.title_set)) for v in views], dtype=np.float64)
+        x[:, col["title_coverage"]] = counts[:, 0] / size
+        x[:, col["title_precision"]] = counts[:, 0] / np.maximum(counts[:, 1], 1)
+    if want("all_coverage"):
+        x[:, col["all_coverage"]] = [len(distinct & v.all_set) / size for v in views]
     if len(q.terms) >= 2:
-        x[:, col["title_phrase"]] = [q.phrase in v.title_text for v in views]
-        x[:, col["text_phrase"]] = [q.phrase in v.all_text for v in views]
-        pairs = q.bigrams
-        x[:, col["title_bigrams"]] = [len(pairs & v.title_bigrams) / len(pairs) for v in views]
-    x[:, col["title_first_term"]] = [bool(v.title_terms) and v.title_terms[0] in distinct for v in views]
-    if q.terms:
+        if want("title_phrase"):
+            x[:, col["title_phrase"]] = [q.phrase in v.title_text for v in views]
+        if want("text_phrase"):
+            x[:, col["text_phrase"]] = [q.phrase in v.all_text for v in views]
+        if want("title_bigrams"):
+            pairs = q.bigrams
+            x[:, col["title_bigrams"]] = [len(pairs & v.title_bigrams) / len(pairs) for v in views]
+    if want("title_first_term"):
+        x[:, col["title_first_term"]] = [bool(v.title_terms) and v.title_terms[0] in distinct for v in views]
+    if q.terms and want("head_in_title"):
         head = q.terms[-1]
         x[:, col["head_in_title"]] = [head in v.title_set for v in views]
-    if q.trigrams:
+    if q.trigrams and want("title_trigrams"):
         grams, count = q.trigrams, len(q.trigrams)
         x[:, col["title_trigrams"]] = [len(grams & v.title_trigrams) / count for v in views]
-    if q.numbers:
+    if q.numbers and want("number_match"):
         x[:, col["number_match"]] = [len(q.numbers & v.numbers) / len(q.numbers) for v in views]
     if q.quantities:
-        x[:, col["quantity_match"]] = [len(q.quantities & v.quantities) / len(q.quantities) for v in views]
-        x[:, col["quantity_conflict"]] = [bool(q.units & v.units) and not (q.quantities & v.quantities)
-                                          for v in views]
-    x[:, col["brand_match"]] = [bool(v.brand_terms) and v.brand_terms <= distinct for v in views]
-    x[:, col["category_match"]] = [len(v.leaf_terms & distinct) / len(v.leaf_terms) if v.leaf_terms else 0.0
-                                   for v in views]
-    x[:, col["category_coverage"]] = [len(distinct & v.category_set) / size for v in views]
+        if want("quantity_match"):
+            x[:, col["quantity_match"]] = [len(q.quantities & v.quantities) / len(q.quantities) for v in views]
+        if want("quantity_conflict"):
+            x[:, col["quantity_conflict"]] = [bool(q.units & v.units) and not (q.quantities & v.quantities)
+                                              for v in views]
+    if want("brand_match"):
+        x[:, col["brand_match"]] = [bool(v.brand_terms) and v.brand_terms <= distinct for v in views]
+    if want("category_match"):
+        x[:, col["category_match"]] = [len(v.leaf_terms & distinct) / len(v.leaf_terms) if v.leaf_terms else 0.0
+                                       for v in views]
+    if want("category_coverage"):
+        x[:, col["category_coverage"]] = [len(distinct & v.category_set) / size for v in views]
     start = col["title_length"]
     x[:, start:start + 6] = np.array([v.static for v in views])
 

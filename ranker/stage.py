@@ -141,7 +141,7 @@ class RankingStage:
               ) -> tuple[list[Fused], dict[str, tuple[FeatureContribution, ...]]]:
         """`fused` re-ordered by the ranker's scores (the fused order breaks ties): the top `k`, or every
         candidate when `k` is None; with `explain`, the contributions of the hits returned (at most `k`)."""
-        features = extract(candidates)
+        features = extract(candidates, needed=ranker.spec.feature_names)
         scores = ranker.score(features)
         by_id = {pid: i for i, pid in enumerate(candidates.ids)}
         fused_scores = np.array([scores[by_id[f.product_id]] for f in fused], dtype=np.float64)

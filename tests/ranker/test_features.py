@@ -137,3 +137,22 @@ def test_query_normalisation() -> None:
     np.testing.assert_array_equal(normed[:, 2], [1, 0.5, 0.5, 1])  # not scaled: unchanged
     with pytest.raises(Exception, match="retrain"):
         model_matrix(x, ["no_such_feature"])
+
+
+def test_needed_features_have_their_full_values() -> None:
+    """Serving computes only what the model reads; what it reads is what training computed."""
+    products, queries, _ = shop_catalog()
+    views = tuple(product_view(p) for p in products[:40])
+    rng = np.random.default_rng(0)
+    legs = {"lexical": [LegHit(p.id, float(40 - i), i + 1) for i, p in enumerate(products[:25])],
+            "dense": [LegHit(p.id, float(rng.random()), i + 1) for i, p in enumerate(products[10:40])]}
+    fields = rng.random((40, len(TEXT_FIELDS))).astype(np.float32)
+    for text in list(queries.values())[:10] + ["drill 18 V makita", "bulb"]:
+        candidates = CandidateSet(text, tuple(p.id for p in products[:40]), views, fields,
+                                  rng.random(40).astype(np.float32), legs, {})
+        full = extract(candidates)
+        for needed in (["title_coverage", "brand_match"], ["title_trigrams", "lexical_score", "quantity_match"],
+                       list(FEATURE_NAMES)):
+            part = extract(candidates, needed=needed)
+            columns = [FEATURE_NAMES.index(name) for name in needed]
+            np.testing.assert_array_equal(part[:, columns], full[:, columns])

@@ -88,8 +88,8 @@ def test_no_training_serving_skew(shop, monkeypatch) -> None:  # type: ignore[no
     served: dict[str, np.ndarray] = {}
     original = stage_module.extract
 
-    def spy(candidates):  # type: ignore[no-untyped-def]
-        matrix = original(candidates)
+    def spy(candidates, needed=None):  # type: ignore[no-untyped-def]
+        matrix = original(candidates, needed)
         served.update(zip(candidates.ids, matrix, strict=True))
         return matrix
 
@@ -119,8 +119,8 @@ def test_rerank_scores_outside_candidates_with_the_index_statistics(shop, monkey
     served: dict[str, np.ndarray] = {}
     original = stage_module.extract
 
-    def spy(candidates):  # type: ignore[no-untyped-def]
-        matrix = original(candidates)
+    def spy(candidates, needed=None):  # type: ignore[no-untyped-def]
+        matrix = original(candidates, needed)
         served.update(zip(candidates.ids, matrix, strict=True))
         return matrix
 
