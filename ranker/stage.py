@@ -19,6 +19,7 @@ scored with the index's statistics (`LexicalIndex.score_products`), never with a
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,7 @@ class RankingStage:
         self.local = isinstance(lexical, LocallyAnalyzed)
         self.cache_size = cache_size
         self._views: OrderedDict[str, ProductView] = OrderedDict()
+        self._lock = threading.Lock()  # searchers may serve several threads (an HTTP service)
 
     # -- product views ----------------------------------------------------------------------------------
     def _view(self, product: Product) -> ProductView:
@@ -83,25 +85,22 @@ class RankingStage:
         same id may come with other text next time). An id with neither is an empty product."""
         extra = extra or {}
         cache = self._views
-        missing = [pid for pid in ids if pid not in cache and pid not in extra]
-        if missing:
-            for pid, stored in self.store.get_many(missing).items():
-                cache[pid] = self._view(stored)
+        with self._lock:
+            missing = [pid for pid in ids if pid not in cache and pid not in extra]
+        built = {pid: self._view(stored) for pid, stored in self.store.get_many(missing).items()} if missing else {}
         out = []
-        for pid in ids:
-            product = extra.get(pid)
-            if product is not None:
-                out.append(self._view(product))
-                continue
-            view = cache.get(pid)
-            if view is None:
-                view = self._view(Product(id=pid, title=""))
-            else:
-                cache.move_to_end(pid)
-            out.append(view)
-        while len(cache) > self.cache_size:
-            cache.popitem(last=False)
-        return out
+        with self._lock:
+            cache.update(built)
+            for pid in ids:
+                product = extra.get(pid)
+                view = None if product is not None else cache.get(pid)
+                if view is not None:
+                    cache.move_to_end(pid)
+                out.append(view)
+            while len(cache) > self.cache_size:
+                cache.popitem(last=False)
+        return [view if view is not None else self._view(extra.get(pid) or Product(id=pid, title=""))
+                for pid, view in zip(ids, out, strict=True)]
 
     # -- candidate sets ---------------------------------------------------------------------------------
     def collect(self, query: str, vector: np.ndarray, legs: Mapping[str, Sequence[LegHit]],
