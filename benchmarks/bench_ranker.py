@@ -226,15 +226,20 @@ def grid_search(table: Any, fit_q: Mapping[str, str], labels: Any, valid_q: Mapp
 
 # -- latency ---------------------------------------------------------------------------------------------------
 def latency(searcher: Any, texts: Sequence[str], ranker_dir: Path) -> dict[str, Any]:
-    """Search p50/p99 with and without the ranker (interleaved, same run) and the stage alone."""
+    """Search p50/p99 with and without the ranker (interleaved, same run) with every product's view
+    built (`RankingStage.warm`, as a long-running service has them), the stage alone (warm), and the
+    stage with an empty view cache (a searcher's first queries)."""
     from ranker.fusion import fuse
     from ranker.searcher import SearchOptions
 
     with_ranker, without = SearchOptions(ranker=str(ranker_dir)), SearchOptions(ranker="none")
-    for text in texts[:20]:  # warm up: model, caches of the first queries
+    ranker, _ = searcher.ranker(with_ranker)
+    started = time.perf_counter()
+    views = searcher.stage.warm()
+    warm_seconds = time.perf_counter() - started
+    for text in texts[:20]:  # warm up the model and the encoder
         searcher.search(text, options=with_ranker)
         searcher.search(text, options=without)
-    ranker, _ = searcher.ranker(with_ranker)
     times: dict[str, list[float]] = {"search": [], "search+ranker": [], "stage": [], "stage_cold": [],
                                      "candidates": []}
     for i, text in enumerate(texts):
@@ -243,32 +248,40 @@ def latency(searcher: Any, texts: Sequence[str], ranker_dir: Path) -> dict[str, 
             start = time.perf_counter()
             searcher.search(text, options=options)
             times[name].append(1000 * (time.perf_counter() - start))
-    for i, text in enumerate(texts):
+    prepared = []
+    for text in texts:
         vector = searcher.encoder.encode_query(text)
         decision = searcher.policy.decide(text, vector)
         legs = searcher.retrieve(text, vector, decision.row.depth)
-        fused = fuse(legs, decision.row.fusion)
+        prepared.append((text, vector, decision, legs, fuse(legs, decision.row.fusion)))
+    for text, vector, decision, legs, fused in prepared:
         times["candidates"].append(float(len(fused)))
-        if i % 4 == 0:
-            searcher.stage._views.clear()  # every 4th query: no product cached (a cold searcher)
         start = time.perf_counter()
         candidates = searcher.candidate_set(text, vector, decision, legs, fused)
         searcher.stage.order(ranker, candidates, fused, k=10)
-        times["stage_cold" if i % 4 == 0 else "stage"].append(1000 * (time.perf_counter() - start))
+        times["stage"].append(1000 * (time.perf_counter() - start))
+    for text, vector, decision, legs, fused in prepared[:100]:
+        searcher.stage._views.clear()  # a searcher that has seen none of these products yet
+        start = time.perf_counter()
+        candidates = searcher.candidate_set(text, vector, decision, legs, fused)
+        searcher.stage.order(ranker, candidates, fused, k=10)
+        times["stage_cold"].append(1000 * (time.perf_counter() - start))
 
     def pct(values: list[float], q: float) -> float:
         return float(np.percentile(values, q)) if values else math.nan
 
-    out = {name: {"p50": pct(v, 50), "p99": pct(v, 99), "n": len(v)} for name, v in times.items()}
+    out: dict[str, Any] = {name: {"p50": pct(v, 50), "p99": pct(v, 99), "n": len(v)} for name, v in times.items()}
     paired = [b - a for a, b in zip(times["search"], times["search+ranker"], strict=True)]
     out["added_p50"] = out["search+ranker"]["p50"] - out["search"]["p50"]
     out["paired_difference_p50"] = statistics.median(paired)
     out["trees"] = int(ranker.booster.num_trees()) if ranker is not None else 0
+    out["warm"] = {"views": views, "seconds": round(warm_seconds, 1)}
     print(f"\nlatency over {len(texts)} queries (ms): search p50 {out['search']['p50']:.2f} / p99 {out['search']['p99']:.2f};"
           f" with ranker p50 {out['search+ranker']['p50']:.2f} / p99 {out['search+ranker']['p99']:.2f};"
           f" added p50 {out['added_p50']:.2f} (paired median {out['paired_difference_p50']:.2f});"
-          f" stage alone p50 {out['stage']['p50']:.2f} (cold {out['stage_cold']['p50']:.2f}) for"
-          f" {statistics.median(times['candidates']):.0f} candidates, {out['trees']} trees", flush=True)
+          f" stage alone p50 {out['stage']['p50']:.2f} (empty view cache {out['stage_cold']['p50']:.2f}) for"
+          f" {statistics.median(times['candidates']):.0f} candidates, {out['trees']} trees;"
+          f" {views} views built in {warm_seconds:.1f}s", flush=True)
     return out
 
 
@@ -297,7 +310,10 @@ def main() -> None:
 @click.option("--latency-queries", type=int, default=400, show_default=True)
 @click.option("--grid/--no-grid", default=True, show_default=True, help="hyper-parameter grid on validation.")
 @click.option("--threads", type=int, default=0, show_default=True, help="LightGBM training threads (0: all).")
-def homedepot(index_dir: Path, work: Path, sessions: int, latency_queries: int, grid: bool, threads: int) -> None:
+@click.option("--limit", type=int, default=None, help="smoke test: only the first N queries of each part.")
+@click.option("--rounds", type=int, default=1500, show_default=True, help="most trees per model.")
+def homedepot(index_dir: Path, work: Path, sessions: int, latency_queries: int, grid: bool, threads: int,
+              limit: int | None, rounds: int) -> None:
     """Learned ranker vs static fusion, intent policy and RRF on held-out Home Depot queries."""
     from ranker.fusion import FusionConfig
     from trainer.clicks import (
@@ -312,6 +328,9 @@ def homedepot(index_dir: Path, work: Path, sessions: int, latency_queries: int, 
     started = time.time()
     queries, qrels = load_homedepot()
     parts = split(list(queries))
+    if limit:
+        parts = {name: ids[:limit] for name, ids in parts.items()}
+        queries = {qid: queries[qid] for ids in parts.values() for qid in ids}
     q = {name: {qid: queries[qid] for qid in ids} for name, ids in parts.items()}
     print(f"Home Depot: {len(queries)} judged queries; fit {len(parts['fit'])}, validation"
           f" {len(parts['validation'])}, test {len(parts['test'])} ({RULE})", flush=True)
@@ -340,7 +359,7 @@ def homedepot(index_dir: Path, work: Path, sessions: int, latency_queries: int, 
         policy_keys[key] = policy_keys.get(key, 0) + 1
 
     # LambdaMART from judgments
-    base = RankerParams(threads=threads, rounds=1500, early_stopping=100)
+    base = RankerParams(threads=threads, rounds=rounds, early_stopping=100)
     print("\nLambdaMART from judgments (fit -> validation):", flush=True)
     if grid:
         judged, tried = grid_search(table, q["fit"], gains, q["validation"], gains, valid_qrels, base)
@@ -382,7 +401,7 @@ def homedepot(index_dir: Path, work: Path, sessions: int, latency_queries: int, 
     print("top features by gain: " + ", ".join(f"{k} {v:.0f}" for k, v in top_features))
 
     timing = latency(searcher, list(q["test"].values())[:latency_queries], judged_dir)
-    save("ranker_homedepot", {
+    save("ranker_homedepot" + ("-smoke" if limit else ""), {
         "command": " ".join(sys.argv), "split": RULE, "sizes": {k: len(v) for k, v in parts.items()},
         "candidates": {"rows": int(table.x.shape[0]), "per_query": table.x.shape[0] / len(table), "depth": 200},
         "alpha_sweep_validation": sweep, "best_alpha": best_alpha, "policy_keys": policy_keys,
@@ -411,7 +430,9 @@ TRANSFER_VARIANTS = {
               help="the Home Depot index.")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--threads", type=int, default=0, show_default=True)
-def transfer(index_dir: Path, work: Path, threads: int) -> None:
+@click.option("--targets", default="BigBasket,Flipkart", show_default=True, help="target catalogs (comma separated).")
+@click.option("--limit", type=int, default=None, help="smoke test: only the first N queries of each part.")
+def transfer(index_dir: Path, work: Path, threads: int, targets: str, limit: int | None) -> None:
     """Home Depot rankers on BigBasket and Flipkart (category-name queries), and the reverse."""
     from dataclasses import replace
 
@@ -421,6 +442,9 @@ def transfer(index_dir: Path, work: Path, threads: int) -> None:
     started = time.time()
     hd_queries, hd_qrels = load_homedepot()
     parts = split(list(hd_queries))
+    if limit:
+        parts = {name: ids[:limit] for name, ids in parts.items()}
+        hd_queries = {qid: hd_queries[qid] for ids in parts.values() for qid in ids}
     hd = open_index(index_dir)
     hd_table = extract_features(hd, list(hd_queries.values()), cache_dir=work / "cache", progress=True)
     hd_gains = judgment_gains(hd_qrels)
@@ -439,19 +463,22 @@ def transfer(index_dir: Path, work: Path, threads: int) -> None:
     hd_models = {name: fit(hd_table, fit_q, hd_gains, valid_q, hd_gains, replace(base, **change))
                  for name, change in TRANSFER_VARIANTS.items()}
 
-    targets = {}
+    chosen = {t.strip() for t in targets.split(",") if t.strip()}
+    targets_: dict[str, Any] = {}
     for name, folder, prefix in (("BigBasket", "bigbasket", "bb"), ("Flipkart", "flipkart1050", "fk")):
+        if name not in chosen:
+            continue
         catalog = DATA / folder / "products.jsonl"
         searcher = open_index(work / f"idx-{folder}", catalog)
         queries, qrels = category_queries(catalog, prefix)
         table = extract_features(searcher, list(queries.values()), cache_dir=work / "cache", progress=True)
-        targets[name] = (searcher, queries, qrels, table)
+        targets_[name] = (searcher, queries, qrels, table)
         print(f"{name}: {len(queries)} category-name queries, {sum(len(v) for v in qrels.values())} judgments"
               f" ({table.x.shape[0] / max(len(table), 1):.0f} candidates per query)", flush=True)
 
     results: dict[str, Any] = {"hd_alpha": hd_alpha, "params": {"num_leaves": base.num_leaves,
                                "learning_rate": base.learning_rate, "min_data_in_leaf": base.min_data_in_leaf}}
-    for name, (_, queries, qrels, table) in targets.items():
+    for name, (_, queries, qrels, table) in targets_.items():
         target_sweep = {a: mean_ndcg(fusion_run(table, queries, FusionConfig("linear", a)), qrels, 0.0) for a in ALPHAS}
         oracle = max(target_sweep, key=lambda a: target_sweep[a])
         runs = {f"static linear alpha {hd_alpha} (HD choice)": fusion_run(table, queries, FusionConfig("linear", hd_alpha)),
@@ -484,8 +511,9 @@ def transfer(index_dir: Path, work: Path, threads: int) -> None:
                                            title=f"{name}: warm start on {len(fq) + len(vq)} target queries, tested on"
                                                  f" {len(tq)}")
 
-    # reverse: trained on BigBasket, applied to Home Depot (test split) and Flipkart
-    searcher, queries, qrels, table = targets["BigBasket"]
+    # reverse: trained on BigBasket (or the first target), applied to Home Depot (test split) and Flipkart
+    source_name = "BigBasket" if "BigBasket" in targets_ else next(iter(targets_))
+    searcher, queries, qrels, table = targets_[source_name]
     bb_gains = judgment_gains(qrels, min_grade=0.0)
     bb_fit, bb_valid = split_validation(list(queries), 0.2)
     reverse = {}
@@ -497,16 +525,17 @@ def transfer(index_dir: Path, work: Path, threads: int) -> None:
     runs = {f"static linear alpha {hd_alpha}": fusion_run(hd_table, test_q, FusionConfig("linear", hd_alpha)),
             "RRF k 60": fusion_run(hd_table, test_q, FusionConfig("rrf"))}
     for variant, model in reverse.items():
-        runs[f"BigBasket LambdaMART, {variant}"] = model_run(model.score, hd_table, test_q)
+        runs[f"{source_name} LambdaMART, {variant}"] = model_run(model.score, hd_table, test_q)
     results["reverse_homedepot"] = report(runs, test_qrels, f"static linear alpha {hd_alpha}",
-                                          title="Home Depot test: BigBasket rankers (reverse direction)")
-    _, fk_queries, fk_qrels, fk_table = targets["Flipkart"]
-    runs = {f"static linear alpha {hd_alpha}": fusion_run(fk_table, fk_queries, FusionConfig("linear", hd_alpha))}
-    for variant, model in reverse.items():
-        runs[f"BigBasket LambdaMART, {variant}"] = model_run(model.score, fk_table, fk_queries)
-    results["reverse_flipkart"] = report(runs, fk_qrels, f"static linear alpha {hd_alpha}", min_grade=0.0,
-                                         title="Flipkart: BigBasket rankers")
-    save("ranker_transfer", {"command": " ".join(sys.argv), "variants": {k: {kk: list(vv) if isinstance(vv, tuple) else vv
+                                          title=f"Home Depot test: {source_name} rankers (reverse direction)")
+    if source_name != "Flipkart" and "Flipkart" in targets_:
+        _, fk_queries, fk_qrels, fk_table = targets_["Flipkart"]
+        runs = {f"static linear alpha {hd_alpha}": fusion_run(fk_table, fk_queries, FusionConfig("linear", hd_alpha))}
+        for variant, model in reverse.items():
+            runs[f"{source_name} LambdaMART, {variant}"] = model_run(model.score, fk_table, fk_queries)
+        results["reverse_flipkart"] = report(runs, fk_qrels, f"static linear alpha {hd_alpha}", min_grade=0.0,
+                                             title=f"Flipkart: {source_name} rankers")
+    save("ranker_transfer" + ("-smoke" if limit else ""), {"command": " ".join(sys.argv), "variants": {k: {kk: list(vv) if isinstance(vv, tuple) else vv
                                                                              for kk, vv in v.items()}
                                                                          for k, v in TRANSFER_VARIANTS.items()},
                              **results, "seconds": round(time.time() - started)})

@@ -102,6 +102,23 @@ class RankingStage:
         return [view if view is not None else self._view(extra.get(pid) or Product(id=pid, title=""))
                 for pid, view in zip(ids, out, strict=True)]
 
+    def warm(self, limit: int | None = None) -> int:
+        """Build the views of the index's products ahead of queries (up to `limit`, default the cache
+        size), so that the first queries do not pay for tokenising their candidates (about 60 microseconds
+        a product); returns how many views are cached."""
+        limit = self.cache_size if limit is None else min(limit, self.cache_size)
+        batch: dict[str, ProductView] = {}
+        for count, stored in enumerate(self.store.iter_stored()):
+            if count >= limit:
+                break
+            batch[stored.product.id] = self._view(stored.product)
+        with self._lock:
+            for pid, view in batch.items():
+                self._views.setdefault(pid, view)
+            while len(self._views) > self.cache_size:
+                self._views.popitem(last=False)
+            return len(self._views)
+
     # -- candidate sets ---------------------------------------------------------------------------------
     def collect(self, query: str, vector: np.ndarray, legs: Mapping[str, Sequence[LegHit]],
                 ids: Sequence[str], *, intent: Mapping[str, float] | None = None,

@@ -164,3 +164,15 @@ def test_damaged_or_foreign_artifacts_are_refused(shop, tmp_path) -> None:  # ty
     (broken / RANKER_FILE).write_text((path / RANKER_FILE).read_text())
     with pytest.raises(ConfigError, match="feature set version"):
         LearnedRanker.load(broken)
+
+
+def test_views_can_be_built_ahead_of_queries(shop) -> None:  # type: ignore[no-untyped-def]
+    searcher, _, _ = shop
+    searcher.stage._views.clear()
+    assert searcher.stage.warm(limit=5) == 5
+    assert searcher.stage.warm() == searcher.manifest.counts["products"] == len(shop_catalog()[0])
+    searcher.stage.store = None  # every view is cached: no product is read again
+    try:
+        assert len(searcher.stage.views([p.id for p in shop_catalog()[0][:30]])) == 30
+    finally:
+        searcher.stage.store = searcher.store
