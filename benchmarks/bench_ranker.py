@@ -226,9 +226,9 @@ def grid_search(table: Any, fit_q: Mapping[str, str], labels: Any, valid_q: Mapp
 
 # -- latency ---------------------------------------------------------------------------------------------------
 def latency(searcher: Any, texts: Sequence[str], ranker_dir: Path) -> dict[str, Any]:
-    """Search p50/p99 with and without the ranker (interleaved, same run) with every product's view
-    built (`RankingStage.warm`, as a long-running service has them), the stage alone (warm), and the
-    stage with an empty view cache (a searcher's first queries)."""
+    """Search p50/p99 with and without the ranker (interleaved, same run) with every product in the
+    stage's product table (`RankingStage.warm`, as a long-running service has them), the stage alone,
+    and the stage with an empty table (a searcher's first queries)."""
     from ranker.fusion import fuse
     from ranker.searcher import SearchOptions
 
@@ -261,7 +261,7 @@ def latency(searcher: Any, texts: Sequence[str], ranker_dir: Path) -> dict[str, 
         searcher.stage.order(ranker, candidates, fused, k=10)
         times["stage"].append(1000 * (time.perf_counter() - start))
     for text, vector, decision, legs, fused in prepared[:100]:
-        searcher.stage._views.clear()  # a searcher that has seen none of these products yet
+        searcher.stage.products.clear()  # a searcher that has seen none of these products yet
         start = time.perf_counter()
         candidates = searcher.candidate_set(text, vector, decision, legs, fused)
         searcher.stage.order(ranker, candidates, fused, k=10)
@@ -279,9 +279,9 @@ def latency(searcher: Any, texts: Sequence[str], ranker_dir: Path) -> dict[str, 
     print(f"\nlatency over {len(texts)} queries (ms): search p50 {out['search']['p50']:.2f} / p99 {out['search']['p99']:.2f};"
           f" with ranker p50 {out['search+ranker']['p50']:.2f} / p99 {out['search+ranker']['p99']:.2f};"
           f" added p50 {out['added_p50']:.2f} (paired median {out['paired_difference_p50']:.2f});"
-          f" stage alone p50 {out['stage']['p50']:.2f} (empty view cache {out['stage_cold']['p50']:.2f}) for"
+          f" stage alone p50 {out['stage']['p50']:.2f} (empty product table {out['stage_cold']['p50']:.2f}) for"
           f" {statistics.median(times['candidates']):.0f} candidates, {out['trees']} trees;"
-          f" {views} views built in {warm_seconds:.1f}s", flush=True)
+          f" {views} products read into the table in {warm_seconds:.1f}s", flush=True)
     return out
 
 

@@ -6,34 +6,28 @@ a `CandidateSet` (what retrieval produced, see `ranker.stage`), and both the tra
 it, so there is no training/serving skew: a test asserts that the vectors are identical.
 
 Product-side work (tokenising titles, finding numbers and units, analysing fields for BM25) happens once
-per product, in a `ProductView` that the stage caches by product id; per query only set intersections and
-numpy arithmetic remain, which keeps the stage within a few milliseconds for 400 candidates.
+per product, into the flat arrays of a `ranker.product_table.ProductTable`; per query a few numpy
+operations over the candidates' entries remain, which keeps the stage within a few milliseconds for 400
+candidates. Terms, numbers and units are read as `ranker.terms` defines them.
 
-Terms (`terms`): lower-cased runs of letters or of digits (`3/4` and `1.5` stay whole, `18v` is `18` and
-`v`), with unit words mapped to one spelling (`inches` -> `in`, `volt` -> `v`) and a plural `s` dropped.
-A quantity is a number directly followed by a unit (`18 v`, `3/4 in`).
-
->>> terms('DeWalt 20-Volt MAX 1/2 in. Drills')
-['dewalt', '20', 'v', 'max', '1/2', 'in', 'drill']
->>> sorted(quantities(terms('2 gal. bucket, 5 gallons')))
-['2 gal', '5 gal']
 >>> [f.name for f in FEATURES][:4]
 ['lexical_score', 'lexical_rank', 'lexical_present', 'lexical_norm']
+>>> FEATURES[FEATURE_NAMES.index("quantity_conflict")].definition[:40]
+'1 when the product states a quantity in '
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
-from indexer.stores.base import TEXT_FIELDS, field_texts
-from indexer.stores.bm25 import FieldStatistics, stored_length
-from shopfusion.types import LegHit, Product
+from indexer.stores.base import TEXT_FIELDS
+from ranker.product_table import GROUPS, STATIC, ProductTable, QueryTerms
+from shopfusion.types import LegHit
 
 FEATURE_SET_VERSION = 1
 """Bumped whenever a feature's definition changes; a ranker trained on another version is refused."""
@@ -121,154 +115,8 @@ FEATURES: tuple[Feature, ...] = (
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 _COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
-
-
-# -- terms ----------------------------------------------------------------------------------------------
-_TERM = re.compile(r"[0-9]+(?:[./][0-9]+)*|[a-z]+")
-_INCH = re.compile(r"(?<=\d)\s*(\"|''|\u201d|\u2033)")
-_FOOT = re.compile(r"(?<=\d)\s*('|\u2019|\u2032)")
-_UNITS: dict[str, str] = {}
-for _canonical, _spellings in {
-    "in": "in inch inches", "ft": "ft feet foot", "yd": "yd yard yards", "mm": "mm", "cm": "cm",
-    "m": "m meter meters metre metres", "gal": "gal gallon gallons", "qt": "qt quart quarts",
-    "oz": "oz ounce ounces", "lb": "lb lbs pound pounds", "v": "v volt volts", "w": "w watt watts",
-    "a": "a amp amps ampere", "ah": "ah", "mah": "mah", "btu": "btu", "psi": "psi", "cfm": "cfm", "gpm": "gpm",
-    "kg": "kg kgs", "g": "g gm gms gram grams", "l": "l ltr litre litres liter liters", "ml": "ml",
-    "pc": "pc pcs piece pieces pack packs pk count ct", "sq": "sq", "cu": "cu", "ga": "ga gauge",
-    "grit": "grit", "hp": "hp", "lumen": "lumen lumens lm", "k": "k kelvin", "gb": "gb", "tb": "tb",
-    "hz": "hz", "kw": "kw", "x": "x",
-}.items():
-    for _spelling in _spellings.split():
-        _UNITS[_spelling] = _canonical
-
-
-def _term(token: str) -> str:
-    unit = _UNITS.get(token)
-    if unit is not None:
-        return unit
-    if len(token) > 3 and token.endswith("s") and not token.endswith("ss") and token.isalpha():
-        return token[:-1]
-    return token
-
-
-def _number(token: str) -> str:
-    if "." in token and "/" not in token:
-        token = token.rstrip("0").rstrip(".") or "0"
-    return token.lstrip("0") or "0"
-
-
-def terms(text: str) -> list[str]:
-    """The match terms of a text (see the module docstring)."""
-    text = _FOOT.sub(" ft ", _INCH.sub(" in ", text.lower()))
-    out = []
-    for token in _TERM.findall(text):
-        out.append(_number(token) if token[0].isdigit() else _term(token))
-    return out
-
-
-def quantities(words: Sequence[str]) -> set[str]:
-    """`number unit` pairs: a number directly followed by a unit term."""
-    units = set(_UNITS.values())
-    return {f"{a} {b}" for a, b in zip(words, words[1:], strict=False) if a[0].isdigit() and b in units}
-
-
-def trigrams(words: Sequence[str]) -> frozenset[str]:
-    """Character trigrams of each term padded with spaces (`"drill"` -> ` dr`, `dri`, ..., `ll `)."""
-    out: set[str] = set()
-    for word in words:
-        padded = f" {word} "
-        out.update(padded[i:i + 3] for i in range(len(padded) - 2))
-    return frozenset(out)
-
-
-def _numbers(words: Sequence[str]) -> frozenset[str]:
-    return frozenset(w for w in words if w[0].isdigit())
-
-
-# -- per product (cached) and per query --------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class ProductView:
-    """What the features need of one product, computed once (`product_view`) and cached by the stage.
-
-    `lexical`: for each analysed term (the lexical engine's analyzer), its count in each text field;
-    `lengths`: each field's stored length (for BM25 from the index's statistics); both empty when the
-    engine scores the fields itself."""
-
-    title_terms: tuple[str, ...]
-    title_set: frozenset[str]
-    title_text: str
-    title_bigrams: frozenset[str]
-    title_trigrams: frozenset[str]
-    all_set: frozenset[str]
-    all_text: str
-    numbers: frozenset[str]
-    quantities: frozenset[str]
-    units: frozenset[str]
-    brand_terms: frozenset[str]
-    leaf_terms: frozenset[str]
-    category_set: frozenset[str]
-    static: np.ndarray
-    lexical: Mapping[str, np.ndarray] = field(default_factory=dict)
-    lengths: np.ndarray = field(default_factory=lambda: np.zeros(len(TEXT_FIELDS), dtype=np.float32))
-
-
-def product_view(product: Product, analyze: Callable[[Product], Mapping[str, Sequence[str]]] | None = None) -> ProductView:
-    """The cached, query-independent part of a product's features. `analyze` (the lexical engine's own
-    analyzer, per field) fills `lexical` and `lengths`, for BM25 computed in-process."""
-    texts = field_texts(product)
-    title = terms(product.title)
-    per_field = {name: terms(text) for name, text in texts.items() if name != "title"}
-    everything = [title, *per_field.values()]
-    all_terms = [t for words in everything for t in words]
-    found_quantities = set().union(*(quantities(words) for words in everything))
-    leaf = terms(product.category_path[-1]) if product.category_path else []
-    static = np.array([
-        len(title), math.log1p(sum(len(text) for text in texts.values())), float(bool(product.brand)),
-        float(bool(product.category_path)), float(bool(product.description)), float(bool(product.attributes)),
-    ], dtype=np.float32)
-    lexical: dict[str, np.ndarray] = {}
-    lengths = np.zeros(len(TEXT_FIELDS), dtype=np.float32)
-    if analyze is not None:
-        analysed = analyze(product)
-        for column, name in enumerate(TEXT_FIELDS):
-            tokens = analysed.get(name) or ()
-            lengths[column] = stored_length(len(tokens))
-            for token in tokens:
-                counts = lexical.get(token)
-                if counts is None:
-                    counts = lexical[token] = np.zeros(len(TEXT_FIELDS), dtype=np.float32)
-                counts[column] += 1
-    return ProductView(
-        title_terms=tuple(title), title_set=frozenset(title), title_text=f" {' '.join(title)} ",
-        title_bigrams=frozenset(f"{a} {b}" for a, b in zip(title, title[1:], strict=False)),
-        title_trigrams=trigrams(title),
-        all_set=frozenset(all_terms), all_text=" | ".join(f" {' '.join(words)} " for words in everything),
-        numbers=_numbers(all_terms), quantities=frozenset(found_quantities),
-        units=frozenset(q.split(" ", 1)[1] for q in found_quantities),
-        brand_terms=frozenset(terms(product.brand or "")), leaf_terms=frozenset(leaf),
-        category_set=frozenset(terms(product.category_text)), static=static, lexical=lexical, lengths=lengths,
-    )
-
-
-@dataclass(frozen=True)
-class QueryView:
-    text: str
-    terms: tuple[str, ...]
-    distinct: frozenset[str]
-    phrase: str
-    bigrams: frozenset[str]
-    trigrams: frozenset[str]
-    numbers: frozenset[str]
-    quantities: frozenset[str]
-    units: frozenset[str]
-
-    @classmethod
-    def of(cls, query: str) -> QueryView:
-        words = terms(query)
-        found = quantities(words)
-        return cls(query, tuple(words), frozenset(words), f" {' '.join(words)} ",
-                   frozenset(f"{a} {b}" for a, b in zip(words, words[1:], strict=False)), trigrams(words),
-                   _numbers(words), frozenset(found), frozenset(q.split(" ", 1)[1] for q in found))
+GROUP = {name: i for i, name in enumerate(GROUPS)}
+assert FEATURE_NAMES[_COLUMN["title_length"]:_COLUMN["title_length"] + len(STATIC)] == STATIC
 
 
 @dataclass(frozen=True)
@@ -276,13 +124,15 @@ class CandidateSet:
     """Everything the features of one query read; built by `ranker.stage` for search, re-rank and
     training alike.
 
-    `fields`: the per-field BM25 matrix `(n, len(TEXT_FIELDS))`, `dense`: cosine similarities `(n,)`,
-    `legs`: each retrieval leg's list as retrieved (ranks and presence come from here), `intent`: the
-    intent model's probabilities over `INTENT_LABELS` (empty: all 0)."""
+    `table` / `slots`: the candidates' product data (`ranker.product_table`), `fields`: the per-field
+    BM25 matrix `(n, len(TEXT_FIELDS))`, `dense`: cosine similarities `(n,)`, `legs`: each retrieval leg's
+    list as retrieved (ranks and presence come from here), `intent`: the intent model's probabilities over
+    `INTENT_LABELS` (empty: all 0)."""
 
     query: str
     ids: tuple[str, ...]
-    views: tuple[ProductView, ...]
+    table: ProductTable
+    slots: np.ndarray
     fields: np.ndarray
     dense: np.ndarray
     legs: Mapping[str, Sequence[LegHit]]
@@ -290,31 +140,6 @@ class CandidateSet:
 
 
 FIELD_BOOSTS = np.array([2.0 if name == "title" else 1.0 for name in TEXT_FIELDS], dtype=np.float32)
-
-
-def local_field_scores(stats: FieldStatistics, views: Sequence[ProductView]) -> np.ndarray:
-    """Per-field BM25 of cached views with an index's statistics (the same formula and stored lengths
-    as `indexer.stores.bm25.bm25_matrix`, vectorised over the candidates)."""
-    n = len(views)
-    out = np.zeros((n, len(TEXT_FIELDS)), dtype=np.float32)
-    columns = [i for i, name in enumerate(TEXT_FIELDS) if name in stats.docs and stats.avg_length.get(name, 0) > 0]
-    if not stats.terms or not n or not columns:
-        return out
-    avg = np.array([stats.avg_length.get(name, 1.0) or 1.0 for name in TEXT_FIELDS], dtype=np.float64)
-    lengths = np.stack([v.lengths for v in views]).astype(np.float64)
-    norm = stats.k1 * (1.0 - stats.b + stats.b * lengths / avg)
-    mask = np.zeros(len(TEXT_FIELDS))
-    mask[columns] = 1.0
-    zero = np.zeros(len(TEXT_FIELDS), dtype=np.float32)
-    total = np.zeros((n, len(TEXT_FIELDS)), dtype=np.float64)
-    for term in stats.terms:
-        idf = np.array([stats.idf(name, term) for name in TEXT_FIELDS]) * mask
-        if not idf.any():
-            continue
-        tf = np.stack([v.lexical.get(term, zero) for v in views]).astype(np.float64)
-        total += idf * tf * (stats.k1 + 1.0) / (tf + norm)
-    out[:] = total
-    return out
 
 
 # -- extraction ------------------------------------------------------------------------------------------
@@ -344,9 +169,8 @@ def _leg_ranks(ids: Sequence[str], hits: Sequence[LegHit]) -> np.ndarray:
 def extract(candidates: CandidateSet, needed: Collection[str] | None = None) -> np.ndarray:
     """The feature matrix `(len(candidates.ids), len(FEATURES))`, float32, columns in `FEATURES` order.
 
-    `needed`: the features a model reads (serving); the per-candidate term matches it does not read are
-    left at 0 instead of computed (they cost most of the time). Every feature a model reads has the value
-    it has without `needed`."""
+    `needed`: the features a model reads (serving); the phrase, first-term and head tests it does not read
+    are left at 0 instead of computed. Every feature a model reads has the value it has without `needed`."""
     c = candidates
     want = (lambda name: True) if needed is None else set(needed).__contains__
     n = len(c.ids)
@@ -354,8 +178,7 @@ def extract(candidates: CandidateSet, needed: Collection[str] | None = None) -> 
     if not n:
         return x.astype(np.float32)
     col = _COLUMN
-    q = QueryView.of(c.query)
-    views = c.views
+    q = QueryTerms.of(c.query)
 
     # retrieval legs
     lexical = (c.fields.astype(np.float64) @ FIELD_BOOSTS.astype(np.float64))
@@ -378,51 +201,42 @@ def extract(candidates: CandidateSet, needed: Collection[str] | None = None) -> 
         x[:, col[f"bm25_{name}"]] = c.fields[:, i]
     x[:, col["bm25_title_share"]] = np.divide(2.0 * c.fields[:, 0], lexical, out=np.zeros(n), where=lexical > 0)
 
-    # term matches
-    distinct = q.distinct
-    size = max(len(distinct), 1)
-    if want("title_coverage") or want("title_precision"):
-        counts = np.array([(len(distinct & v.title_set), len(v.title_set)) for v in views], dtype=np.float64)
-        x[:, col["title_coverage"]] = counts[:, 0] / size
-        x[:, col["title_precision"]] = counts[:, 0] / np.maximum(counts[:, 1], 1)
-    if want("all_coverage"):
-        x[:, col["all_coverage"]] = [len(distinct & v.all_set) / size for v in views]
+    # term matches: one pass over the candidates' entries in the product table
+    table, slots = c.table, c.slots
+    size = max(len(q.distinct), 1)
+    counts = table.match_counts(slots, q)
+    sizes = table.sizes(slots)  # distinct title terms, brand terms, leaf terms
+    g = GROUP
+    x[:, col["title_coverage"]] = counts[:, g["title"]] / size
+    x[:, col["title_precision"]] = counts[:, g["title"]] / np.maximum(sizes[:, 0], 1)
+    x[:, col["all_coverage"]] = counts[:, g["all"]] / size
     if len(q.terms) >= 2:
-        if want("title_phrase"):
-            x[:, col["title_phrase"]] = [q.phrase in v.title_text for v in views]
+        if want("title_phrase"):  # only a candidate holding every query term can hold the phrase
+            for i in np.flatnonzero(counts[:, g["title"]] >= len(q.distinct)).tolist():
+                x[i, col["title_phrase"]] = q.phrase in table.title_text[int(slots[i])]
         if want("text_phrase"):
-            x[:, col["text_phrase"]] = [q.phrase in v.all_text for v in views]
-        if want("title_bigrams"):
-            pairs = q.bigrams
-            x[:, col["title_bigrams"]] = [len(pairs & v.title_bigrams) / len(pairs) for v in views]
+            for i in np.flatnonzero(counts[:, g["all"]] >= len(q.distinct)).tolist():
+                x[i, col["text_phrase"]] = q.phrase in table.all_text[int(slots[i])]
+        x[:, col["title_bigrams"]] = counts[:, g["bigram"]] / len(q.bigrams)
     if want("title_first_term"):
-        x[:, col["title_first_term"]] = [bool(v.title_terms) and v.title_terms[0] in distinct for v in views]
+        x[:, col["title_first_term"]] = table.first_term_in(slots, q)
     if q.terms and want("head_in_title"):
-        head = q.terms[-1]
-        x[:, col["head_in_title"]] = [head in v.title_set for v in views]
-    if q.trigrams and want("title_trigrams"):
-        grams, count = q.trigrams, len(q.trigrams)
-        x[:, col["title_trigrams"]] = [len(grams & v.title_trigrams) / count for v in views]
-    if q.numbers and want("number_match"):
-        x[:, col["number_match"]] = [len(q.numbers & v.numbers) / len(q.numbers) for v in views]
+        x[:, col["head_in_title"]] = table.has_term(slots, q.terms[-1], "title")
+    if q.trigrams:
+        x[:, col["title_trigrams"]] = counts[:, g["trigram"]] / len(q.trigrams)
+    if q.numbers:
+        x[:, col["number_match"]] = counts[:, g["number"]] / len(q.numbers)
     if q.quantities:
-        if want("quantity_match"):
-            x[:, col["quantity_match"]] = [len(q.quantities & v.quantities) / len(q.quantities) for v in views]
-        if want("quantity_conflict"):
-            x[:, col["quantity_conflict"]] = [bool(q.units & v.units) and not (q.quantities & v.quantities)
-                                              for v in views]
-    if want("brand_match"):
-        x[:, col["brand_match"]] = [bool(v.brand_terms) and v.brand_terms <= distinct for v in views]
-    if want("category_match"):
-        x[:, col["category_match"]] = [len(v.leaf_terms & distinct) / len(v.leaf_terms) if v.leaf_terms else 0.0
-                                       for v in views]
-    if want("category_coverage"):
-        x[:, col["category_coverage"]] = [len(distinct & v.category_set) / size for v in views]
+        x[:, col["quantity_match"]] = counts[:, g["quantity"]] / len(q.quantities)
+        x[:, col["quantity_conflict"]] = (counts[:, g["unit"]] > 0) & (counts[:, g["quantity"]] == 0)
+    x[:, col["brand_match"]] = (sizes[:, 1] > 0) & (counts[:, g["brand"]] >= sizes[:, 1])
+    x[:, col["category_match"]] = np.divide(counts[:, g["leaf"]], sizes[:, 2], out=np.zeros(n), where=sizes[:, 2] > 0)
+    x[:, col["category_coverage"]] = counts[:, g["category"]] / size
     start = col["title_length"]
-    x[:, start:start + 6] = np.array([v.static for v in views])
+    x[:, start:start + len(STATIC)] = table.static.data[slots]
 
     # the query and its retrieval as a whole
-    x[:, col["query_length"]] = len(distinct)
+    x[:, col["query_length"]] = len(q.distinct)
     x[:, col["query_chars"]] = len(c.query)
     x[:, col["query_numbers"]] = len(q.numbers)
     x[:, col["query_quantities"]] = len(q.quantities)
@@ -484,5 +298,4 @@ def model_matrix(x: np.ndarray, names: Sequence[str], normalization: Normalizati
 
 
 __all__ = ["FEATURES", "FEATURE_NAMES", "FEATURE_SET_VERSION", "INTENT_LABELS", "CandidateSet", "Feature",
-           "ProductView", "QueryView", "extract", "local_field_scores", "model_matrix", "product_view", "quantities",
-           "terms"]
+           "extract", "model_matrix"]

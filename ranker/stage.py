@@ -8,9 +8,9 @@ searcher serves, so the two cannot drift apart.
 Per query the stage needs: each candidate's per-field BM25 (from the lexical engine: with tantivy, which
 analyses in this process, from cached analysed products and the index's statistics; with Elasticsearch,
 one `field_scores` request), each candidate's cosine similarity (stored vectors; candidates the index
-lacks are encoded by the caller), the legs' lists, the intent probabilities and a `ProductView` of
-every candidate. Views are cached by product id (LRU, `cache_size`), so a product is tokenised once per
-searcher, not once per query.
+lacks are encoded by the caller), the legs' lists, the intent probabilities and every candidate's row
+in the product table (`ranker.product_table`), filled the first time a product is a candidate (or all
+at once by `warm`), so a product is tokenised once per searcher, not once per query.
 
 Re-ranking passes products the index does not hold as `extra`: they get the same features, their BM25
 scored with the index's statistics (`LexicalIndex.score_products`), never with a throw-away index.
@@ -19,8 +19,6 @@ scored with the index's statistics (`LexicalIndex.score_products`), never with a
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,16 +26,10 @@ import numpy as np
 
 from indexer.docstore import ProductStore
 from indexer.stores.base import TEXT_FIELDS, LexicalIndex, LocallyAnalyzed, VectorIndex
-from ranker.features import (
-    INTENT_LABELS,
-    CandidateSet,
-    ProductView,
-    extract,
-    local_field_scores,
-    product_view,
-)
+from ranker.features import INTENT_LABELS, CandidateSet, extract
 from ranker.fusion import Fused
 from ranker.learned import LearnedRanker
+from ranker.product_table import DEFAULT_CAPACITY, ProductCache, ProductTable
 from shopfusion.artifacts import EncoderRef, check_encoder
 from shopfusion.errors import IndexStateError
 from shopfusion.types import FeatureContribution, LegHit, Product
@@ -47,8 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_SIZE = 200_000
-"""Product views kept per searcher (a few hundred bytes each); the least recently used go first."""
 EXPLAIN_TOP = 8
 """Contributions shown per hit by `explain` (the rest are in the score but not listed)."""
 
@@ -66,58 +56,47 @@ class RankingStage:
     """Builds candidate sets for one index version (its product store and both legs) and orders them."""
 
     def __init__(self, store: ProductStore, lexical: LexicalIndex, vectors: VectorIndex, *,
-                 cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+                 capacity: int = DEFAULT_CAPACITY) -> None:
         self.store = store
         self.lexical = lexical
         self.vectors = vectors
         self.local = isinstance(lexical, LocallyAnalyzed)
-        self.cache_size = cache_size
-        self._views: OrderedDict[str, ProductView] = OrderedDict()
-        self._lock = threading.Lock()  # searchers may serve several threads (an HTTP service)
+        analyze = lexical.analyze_fields if self.local else None  # type: ignore[attr-defined]
+        self.products = ProductCache(analyze, capacity)
 
-    # -- product views ----------------------------------------------------------------------------------
-    def _view(self, product: Product) -> ProductView:
-        analyze = self.lexical.analyze_fields if self.local else None  # type: ignore[attr-defined]
-        return product_view(product, analyze)
-
-    def views(self, ids: Sequence[str], extra: Mapping[str, Product] | None = None) -> list[ProductView]:
-        """Views of indexed products (cached) and of `extra` products (the caller's, never cached: the
-        same id may come with other text next time). An id with neither is an empty product."""
+    # -- product data ----------------------------------------------------------------------------------
+    def table(self, ids: Sequence[str], extra: Mapping[str, Product] | None = None) -> tuple[ProductTable, np.ndarray]:
+        """The product table holding these candidates and their slots. Indexed products are read from
+        the product store once; `extra` products (the caller's, for re-ranking) are keyed by their
+        content, since the same id may come with other text next time. An id with neither is an empty
+        product."""
+        keys = [_outside_key(extra[pid]) if pid in extra else pid for pid in ids] if extra else list(ids)
+        table = self.products.table
+        try:
+            return table, table.slots_of(keys)
+        except KeyError:  # some are not in the table yet
+            pass
         extra = extra or {}
-        cache = self._views
-        with self._lock:
-            missing = [pid for pid in ids if pid not in cache and pid not in extra]
-        built = {pid: self._view(stored) for pid, stored in self.store.get_many(missing).items()} if missing else {}
-        out = []
-        with self._lock:
-            cache.update(built)
-            for pid in ids:
-                product = extra.get(pid)
-                view = None if product is not None else cache.get(pid)
-                if view is not None:
-                    cache.move_to_end(pid)
-                out.append(view)
-            while len(cache) > self.cache_size:
-                cache.popitem(last=False)
-        return [view if view is not None else self._view(extra.get(pid) or Product(id=pid, title=""))
-                for pid, view in zip(ids, out, strict=True)]
+        needed = {key: pid for key, pid in zip(keys, ids, strict=True) if key not in table.slots}
+        indexed = self.store.get_many([pid for pid in needed.values() if pid not in extra])
+        table = self.products.ensure({key: extra.get(pid) or indexed.get(pid) or Product(id=pid, title="")
+                                      for key, pid in needed.items()})
+        return table, table.slots_of(keys)
 
     def warm(self, limit: int | None = None) -> int:
-        """Build the views of the index's products ahead of queries (up to `limit`, default the cache
-        size), so that the first queries do not pay for tokenising their candidates (about 60 microseconds
-        a product); returns how many views are cached."""
-        limit = self.cache_size if limit is None else min(limit, self.cache_size)
-        batch: dict[str, ProductView] = {}
+        """Read the index's products into the product table ahead of queries (up to `limit`), so the first
+        queries do not pay for tokenising their candidates (tens of microseconds a product); returns how
+        many products the table holds."""
+        batch: dict[str, Product] = {}
         for count, stored in enumerate(self.store.iter_stored()):
-            if count >= limit:
+            if limit is not None and count >= limit:
                 break
-            batch[stored.product.id] = self._view(stored.product)
-        with self._lock:
-            for pid, view in batch.items():
-                self._views.setdefault(pid, view)
-            while len(self._views) > self.cache_size:
-                self._views.popitem(last=False)
-            return len(self._views)
+            batch[stored.product.id] = stored.product
+            if len(batch) >= 10_000:
+                self.products.ensure(batch)
+                batch = {}
+        self.products.ensure(batch)
+        return len(self.products)
 
     # -- candidate sets ---------------------------------------------------------------------------------
     def collect(self, query: str, vector: np.ndarray, legs: Mapping[str, Sequence[LegHit]],
@@ -129,10 +108,9 @@ class RankingStage:
         from the stored vectors."""
         extra = extra or {}
         ids = list(dict.fromkeys(ids))
-        views = self.views(ids, extra)
+        table, slots = self.table(ids, extra)
         if self.local:
-            stats = self.lexical.field_statistics(query)  # type: ignore[attr-defined]
-            fields = local_field_scores(stats, views)
+            fields = table.local_field_scores(slots, self.lexical.field_statistics(query))  # type: ignore[attr-defined]
         else:
             fields = np.zeros((len(ids), len(TEXT_FIELDS)), dtype=np.float32)
             indexed = [pid for pid in ids if pid not in extra]
@@ -149,7 +127,7 @@ class RankingStage:
         if need:
             known.update(self.vectors.score(vector, need))
         cosine = np.array([known.get(pid, 0.0) for pid in ids], dtype=np.float32)
-        return CandidateSet(query, tuple(ids), tuple(views), fields, cosine, legs, dict(intent or {}))
+        return CandidateSet(query, tuple(ids), table, slots, fields, cosine, legs, dict(intent or {}))
 
     # -- ordering -----------------------------------------------------------------------------------------
     def order(self, ranker: LearnedRanker, candidates: CandidateSet, fused: Sequence[Fused], *,
@@ -207,5 +185,9 @@ def intent_model_ref(policy: Policy) -> str | None:
     return str(identity) if identity else None
 
 
-__all__ = ["DEFAULT_CACHE_SIZE", "EXPLAIN_TOP", "RankingStage", "intent_model_ref", "intent_probabilities",
+def _outside_key(product: Product) -> str:
+    return f"\x00outside:{product.content_hash()}"
+
+
+__all__ = ["EXPLAIN_TOP", "RankingStage", "intent_model_ref", "intent_probabilities",
            "open_ranker"]

@@ -17,11 +17,10 @@ from ranker.features import (
     INTENT_LABELS,
     CandidateSet,
     extract,
-    local_field_scores,
     model_matrix,
-    product_view,
-    terms,
 )
+from ranker.product_table import ProductCache, ProductTable
+from ranker.terms import terms
 from shopfusion.types import LegHit, Product
 from tests.plugins.catalogs import TINY, shop_catalog
 
@@ -49,11 +48,11 @@ def test_terms_units_and_numbers() -> None:
 
 def _candidates(query: str, products: list[Product], legs: dict[str, list[LegHit]],
                 intent: dict[str, float] | None = None) -> CandidateSet:
-    views = tuple(product_view(p) for p in products)
+    table, slots = ProductTable.of(products)
     fields = np.zeros((len(products), len(TEXT_FIELDS)), dtype=np.float32)
     fields[:, 0] = np.arange(len(products), 0, -1)  # title BM25: 3, 2, 1
     dense = np.array([0.2, 0.9, 0.5][: len(products)], dtype=np.float32)
-    return CandidateSet(query, tuple(p.id for p in products), views, fields, dense, legs, intent or {})
+    return CandidateSet(query, tuple(p.id for p in products), table, slots, fields, dense, legs, intent or {})
 
 
 def test_extracted_values() -> None:
@@ -114,11 +113,11 @@ def test_in_process_bm25_equals_the_engine(tmp_path) -> None:  # type: ignore[no
         index = TantivyLexicalIndex(tmp_path / analyzer, analyzer=analyzer, create=True)  # type: ignore[arg-type]
         index.upsert(products)
         index.commit()
-        views = [product_view(p, index.analyze_fields) for p in products]
+        table, slots = ProductTable.of(products, index.analyze_fields)
         ids = [p.id for p in products]
         for query in list(queries.values())[:15] + ["makita cordless drill", "drill bit", "philips"]:
             engine = index.field_scores(query, ids)
-            local = local_field_scores(index.field_statistics(query), views)
+            local = table.local_field_scores(slots, index.field_statistics(query))
             np.testing.assert_allclose(local, engine, rtol=1e-4, atol=1e-5, err_msg=query)
 
 
@@ -142,13 +141,13 @@ def test_query_normalisation() -> None:
 def test_needed_features_have_their_full_values() -> None:
     """Serving computes only what the model reads; what it reads is what training computed."""
     products, queries, _ = shop_catalog()
-    views = tuple(product_view(p) for p in products[:40])
+    table, slots = ProductTable.of(products[:40])
     rng = np.random.default_rng(0)
     legs = {"lexical": [LegHit(p.id, float(40 - i), i + 1) for i, p in enumerate(products[:25])],
             "dense": [LegHit(p.id, float(rng.random()), i + 1) for i, p in enumerate(products[10:40])]}
     fields = rng.random((40, len(TEXT_FIELDS))).astype(np.float32)
     for text in list(queries.values())[:10] + ["drill 18 V makita", "bulb"]:
-        candidates = CandidateSet(text, tuple(p.id for p in products[:40]), views, fields,
+        candidates = CandidateSet(text, tuple(p.id for p in products[:40]), table, slots, fields,
                                   rng.random(40).astype(np.float32), legs, {})
         full = extract(candidates)
         for needed in (["title_coverage", "brand_match"], ["title_trigrams", "lexical_score", "quantity_match"],
@@ -156,3 +155,14 @@ def test_needed_features_have_their_full_values() -> None:
             part = extract(candidates, needed=needed)
             columns = [FEATURE_NAMES.index(name) for name in needed]
             np.testing.assert_array_equal(part[:, columns], full[:, columns])
+
+
+def test_a_full_table_starts_again() -> None:
+    products, _, _ = shop_catalog()
+    cache = ProductCache(capacity=50)
+    first = cache.ensure({p.id: p for p in products[:40]})
+    assert len(cache) == 40 and cache.ensure({p.id: p for p in products[:10]}) is first
+    second = cache.ensure({p.id: p for p in products[40:60]})  # 60 > 50: a new table with just these
+    assert second is not first and len(second) == 20 and products[0].id not in cache
+    np.testing.assert_array_equal(first.static.data[first.slots_of([products[5].id])],
+                                  ProductTable.of([products[5]])[0].static.data[:1])

@@ -166,13 +166,14 @@ def test_damaged_or_foreign_artifacts_are_refused(shop, tmp_path) -> None:  # ty
         LearnedRanker.load(broken)
 
 
-def test_views_can_be_built_ahead_of_queries(shop) -> None:  # type: ignore[no-untyped-def]
+def test_products_can_be_read_ahead_of_queries(shop) -> None:  # type: ignore[no-untyped-def]
     searcher, _, _ = shop
-    searcher.stage._views.clear()
+    searcher.stage.products.clear()
     assert searcher.stage.warm(limit=5) == 5
     assert searcher.stage.warm() == searcher.manifest.counts["products"] == len(shop_catalog()[0])
-    searcher.stage.store = None  # every view is cached: no product is read again
+    store, searcher.stage.store = searcher.stage.store, None  # every product is in the table: none is read
     try:
-        assert len(searcher.stage.views([p.id for p in shop_catalog()[0][:30]])) == 30
+        table, slots = searcher.stage.table([p.id for p in shop_catalog()[0][:30]])
+        assert len(slots) == 30 and len(set(slots.tolist())) == 30
     finally:
-        searcher.stage.store = searcher.store
+        searcher.stage.store = store
