@@ -414,6 +414,20 @@ def homedepot(index_dir: Path, work: Path, sessions: int, latency_queries: int, 
     })
 
 
+@main.command("latency")
+@click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--ranker", "ranker_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--queries", "count", type=int, default=400, show_default=True, help="test queries timed.")
+def latency_command(index_dir: Path, ranker_dir: Path, count: int) -> None:
+    """Only the latency measurement, for a trained ranker (e.g. under another OMP_WAIT_POLICY)."""
+    queries, _ = load_homedepot()
+    test = [queries[qid] for qid in split(list(queries))["test"]][:count]
+    timing = latency(open_index(index_dir), test, ranker_dir)
+    name = "ranker_latency-" + (os.environ.get("OMP_WAIT_POLICY") or "default").lower()
+    save(name, {"command": " ".join(sys.argv), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                "latency_ms": timing})
+
+
 # -- transfer ---------------------------------------------------------------------------------------------------
 TRANSFER_VARIANTS = {
     "as trained": {},
