@@ -48,51 +48,68 @@ Kind = Literal["candidate", "query"]
 class Feature:
     """`scaled`: the value depends on the catalog's scoring scale (BM25 magnitudes, text lengths); with
     per-query normalisation (for transfer to another catalog) a scaled candidate feature is min-max
-    normalised within the query and a scaled query-level feature is left out (set to 0)."""
+    normalised within the query and a scaled query-level feature is left out (set to 0).
+    `direction`: +1 when, all else equal, a larger value should never make a product less relevant, -1
+    for the opposite, 0 when either can hold (the monotone constraints of `RankerParams.monotone`).
+    `title_only`: reads the title alone (on a catalog of titles only it duplicates an all-fields
+    feature, so a ranker trained there learns title habits another catalog may not share)."""
 
     name: str
     definition: str
     kind: Kind = "candidate"
     scaled: bool = False
+    direction: int = 0
+    title_only: bool = False
 
 
 def _leg_features(leg: str, what: str) -> tuple[Feature, ...]:
     scaled = leg == "lexical"
     return (
         Feature(f"{leg}_score", f"{what} of the product for the query, whether or not the {leg} leg retrieved it",
-                scaled=scaled),
-        Feature(f"{leg}_rank", f"log2(1 + rank) in the {leg} leg's list; log2(1 + {ABSENT_RANK}) when not retrieved"),
-        Feature(f"{leg}_present", f"1 when the {leg} leg retrieved the product within its depth"),
-        Feature(f"{leg}_norm", f"{leg}_score min-max normalised over the query's candidates"),
-        Feature(f"{leg}_z", f"{leg}_score as a z-score over the query's candidates"),
-        Feature(f"{leg}_gap", f"(top {leg}_score among the candidates - this one) / |top| (0 for the best)"),
+                scaled=scaled, direction=1),
+        Feature(f"{leg}_rank", f"log2(1 + rank) in the {leg} leg's list; log2(1 + {ABSENT_RANK}) when not retrieved",
+                direction=-1),
+        Feature(f"{leg}_present", f"1 when the {leg} leg retrieved the product within its depth", direction=1),
+        Feature(f"{leg}_norm", f"{leg}_score min-max normalised over the query's candidates", direction=1),
+        Feature(f"{leg}_z", f"{leg}_score as a z-score over the query's candidates", direction=1),
+        Feature(f"{leg}_gap", f"(top {leg}_score among the candidates - this one) / |top| (0 for the best)",
+                direction=-1),
     )
 
 
 FEATURES: tuple[Feature, ...] = (
     *_leg_features("lexical", "BM25 (title x2 + brand, description, category, attributes)"),
     *_leg_features("dense", "cosine similarity of the query and product embeddings"),
-    Feature("fused_linear", "0.5 * lexical_norm + 0.5 * dense_norm (static linear fusion)"),
-    Feature("fused_rrf", f"sum over legs of 1 / ({RRF_K:g} + rank), 0 for a leg that did not retrieve it"),
+    Feature("fused_linear", "0.5 * lexical_norm + 0.5 * dense_norm (static linear fusion)", direction=1),
+    Feature("fused_rrf", f"sum over legs of 1 / ({RRF_K:g} + rank), 0 for a leg that did not retrieve it",
+            direction=1),
     *(Feature(f"bm25_{name}", f"BM25 of the {name} field alone (unboosted), from the lexical engine",
-              scaled=True) for name in TEXT_FIELDS),
-    Feature("bm25_title_share", "2 * bm25_title / lexical_score: how much of the lexical match is in the title"),
-    Feature("title_coverage", "share of the query's distinct terms found in the title"),
-    Feature("all_coverage", "share of the query's distinct terms found in any field"),
-    Feature("title_precision", "share of the title's distinct terms that are query terms"),
-    Feature("title_phrase", "1 when the query's terms (2 or more) appear in the title contiguously and in order"),
-    Feature("text_phrase", "1 when the query's terms (2 or more) appear contiguously in some field"),
-    Feature("title_bigrams", "share of the query's adjacent term pairs that are adjacent in the title"),
-    Feature("title_first_term", "1 when the title's first term is a query term (often the brand)"),
-    Feature("head_in_title", "1 when the query's last term (the head noun of most product queries) is in the title"),
-    Feature("title_trigrams", "share of the query's character trigrams found in the title (misspellings)"),
-    Feature("number_match", "share of the query's numbers found in the product's text (0 without numbers)"),
-    Feature("quantity_match", "share of the query's quantities (number + unit) the product states"),
-    Feature("quantity_conflict", "1 when the product states a quantity in a unit of the query, never the query's"),
-    Feature("brand_match", "1 when every term of the product's brand is a query term"),
-    Feature("category_match", "share of the leaf category's terms that are query terms"),
-    Feature("category_coverage", "share of the query's distinct terms found in the category path"),
-    Feature("title_length", "number of terms in the title", scaled=True),
+              scaled=True, direction=1, title_only=name == "title") for name in TEXT_FIELDS),
+    Feature("bm25_title_share", "2 * bm25_title / lexical_score: how much of the lexical match is in the title",
+            title_only=True),
+    Feature("title_coverage", "share of the query's distinct terms found in the title", direction=1, title_only=True),
+    Feature("all_coverage", "share of the query's distinct terms found in any field", direction=1),
+    Feature("title_precision", "share of the title's distinct terms that are query terms", direction=1,
+            title_only=True),
+    Feature("title_phrase", "1 when the query's terms (2 or more) appear in the title contiguously and in order",
+            direction=1, title_only=True),
+    Feature("text_phrase", "1 when the query's terms (2 or more) appear contiguously in some field", direction=1),
+    Feature("title_bigrams", "share of the query's adjacent term pairs that are adjacent in the title", direction=1,
+            title_only=True),
+    Feature("title_first_term", "1 when the title's first term is a query term (often the brand)", title_only=True),
+    Feature("head_in_title", "1 when the query's last term (the head noun of most product queries) is in the title",
+            direction=1, title_only=True),
+    Feature("title_trigrams", "share of the query's character trigrams found in the title (misspellings)",
+            direction=1, title_only=True),
+    Feature("number_match", "share of the query's numbers found in the product's text (0 without numbers)",
+            direction=1),
+    Feature("quantity_match", "share of the query's quantities (number + unit) the product states", direction=1),
+    Feature("quantity_conflict", "1 when the product states a quantity in a unit of the query, never the query's",
+            direction=-1),
+    Feature("brand_match", "1 when every term of the product's brand is a query term", direction=1),
+    Feature("category_match", "share of the leaf category's terms that are query terms", direction=1),
+    Feature("category_coverage", "share of the query's distinct terms found in the category path", direction=1),
+    Feature("title_length", "number of terms in the title", scaled=True, title_only=True),
     Feature("text_length", "log(1 + characters of all text fields)", scaled=True),
     Feature("has_brand", "1 when the product has a brand"),
     Feature("has_category", "1 when the product has a category path"),

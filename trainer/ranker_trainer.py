@@ -239,6 +239,8 @@ class RankerParams:
     - `normalization`: `none`, or `query` (scaled features min-max normalised within each query, scaled
       query-level ones left out): for rankers meant to serve other catalogs;
     - `exclude`: feature names left out of the model (for example catalog-specific ones);
+    - `monotone`: constrain the model to be monotone in every feature with a `direction` (more coverage,
+      a better rank in a leg, ... never lowers a score): less freedom to learn one catalog's quirks;
     - `rounds` / `early_stopping`: at most this many trees, stopping when the validation nDCG@`eval_at`
       has not improved for `early_stopping` rounds (the best iteration is kept);
     - `truncation_level`: LightGBM's `lambdarank_truncation_level` (pairs are formed within the top of the
@@ -259,6 +261,7 @@ class RankerParams:
     threads: int = 0
     normalization: Normalization = "none"
     exclude: tuple[str, ...] = ()
+    monotone: bool = False
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.exclude) - set(FEATURE_NAMES))
@@ -274,7 +277,12 @@ class RankerParams:
         return tuple(name for name in FEATURE_NAMES if name not in self.exclude)
 
     def lightgbm(self, label_gain: Sequence[float]) -> dict[str, Any]:
-        return {
+        extra: dict[str, Any] = {}
+        if self.monotone:
+            directions = {f.name: f.direction for f in FEATURES}
+            extra = {"monotone_constraints": [directions[name] for name in self.feature_names],
+                     "monotone_constraints_method": "intermediate"}
+        return {**extra,
             "objective": "lambdarank", "metric": "ndcg", "ndcg_eval_at": [self.eval_at],
             "label_gain": list(label_gain), "lambdarank_truncation_level": self.truncation_level,
             "num_leaves": self.num_leaves, "learning_rate": self.learning_rate,
