@@ -177,3 +177,24 @@ def test_products_can_be_read_ahead_of_queries(shop) -> None:  # type: ignore[no
         assert len(slots) == 30 and len(set(slots.tolist())) == 30
     finally:
         searcher.stage.store = store
+
+
+def test_a_monotone_ranker_never_scores_more_coverage_lower(shop, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from ranker.features import FEATURES
+    from trainer.ranker_trainer import fit_ranker, ranking_data
+
+    searcher, _, cache = shop
+    _, queries, qrels = shop_catalog()
+    table = extract_features(searcher, list(queries.values()), cache_dir=cache)
+    data = ranking_data(table, queries, judgment_gains(qrels))
+    fitted = fit_ranker(data, None, replace(PARAMS, monotone=True))
+    assert fitted.booster.params["monotone_constraints"] == [f.direction for f in FEATURES]
+    x = table.x[:50].copy()
+    for name, direction in (("title_coverage", 1), ("lexical_rank", -1), ("quantity_conflict", -1)):
+        column = FEATURE_NAMES.index(name)
+        low, high = x.copy(), x.copy()
+        low[:, column], high[:, column] = 0.0, 1.0 if direction > 0 else 10.0
+        delta = fitted.score(high, [0, 50]) - fitted.score(low, [0, 50])
+        assert ((delta * direction) >= -1e-9).all(), name
