@@ -140,10 +140,10 @@ def paired(a: dict[str, float], b: dict[str, float], rounds: int = 10_000, seed:
     rng = np.random.default_rng(seed)
     boots = delta[rng.integers(0, len(delta), (rounds, len(delta)))].mean(axis=1)
     flips = (rng.choice([-1.0, 1.0], (rounds, len(delta))) * delta).mean(axis=1)
+    t_p = float(stats.ttest_rel([b[q] for q in ids], [a[q] for q in ids]).pvalue) if delta.any() else 1.0
     return {"queries": len(ids), "mean_diff": round(float(delta.mean()), 5),
             "ci95": [round(float(np.percentile(boots, 2.5)), 5), round(float(np.percentile(boots, 97.5)), 5)],
-            "t_test_p": float(stats.ttest_rel([b[q] for q in ids], [a[q] for q in ids]).pvalue),
-            "randomization_p": float((np.abs(flips) >= abs(delta.mean()) - 1e-12).mean())}
+            "t_test_p": t_p, "randomization_p": float((np.abs(flips) >= abs(delta.mean()) - 1e-12).mean())}
 
 
 def scores_of(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, float]]) -> tuple[dict[str, float], dict]:

@@ -27,7 +27,17 @@ from shopfusion.artifacts import EncoderRef
 from shopfusion.config import Settings
 from shopfusion.encoders import Encoder, load_encoder
 from shopfusion.errors import QueryError
-from shopfusion.types import Candidate, FeatureContribution, Filters, Hit, LegHit, LegScore, Product, Results
+from shopfusion.types import (
+    Candidate,
+    FeatureContribution,
+    Filters,
+    Hit,
+    LegHit,
+    LegScore,
+    Product,
+    Results,
+    Unscored,
+)
 
 if TYPE_CHECKING:
     from ranker.features import CandidateSet
@@ -211,7 +221,8 @@ class HybridSearcher:
         are scored from the `product` they carry, by BM25 with the index's statistics (document
         frequencies, average field lengths: as if they were indexed, so scores stay comparable with the
         indexed candidates and with search) and by encoding their text. A candidate neither indexed nor
-        carrying a product can only score 0 and keeps its original relative order. Scores that the
+        carrying a product cannot be scored: it stays in the hits, ranked after every scored candidate
+        in its original order, and is listed in `unscored` with the reason (never silently scored 0). Scores that the
         other engine sent form a third leg, `engine`, weighted by `engine_weight` (0: shown, not counted).
         """
         query = query.strip()
@@ -225,6 +236,8 @@ class HybridSearcher:
         decision = self._decide(query, vector, options)  # re-ranking never withholds the caller's candidates
         known = self.store.get_many(list(unique))
         extra = {pid: c.product for pid, c in unique.items() if pid not in known and c.product is not None}
+        unscored = tuple(Unscored(pid, "not in the index, and " + (c.note or "it carries no title or text"))
+                         for pid, c in unique.items() if pid not in known and pid not in extra)
 
         lexical_scores = self.lexical.score(query, list(known))
         if extra:  # scored with the index's statistics, as if they were indexed
@@ -246,14 +259,21 @@ class HybridSearcher:
             fusion = fusion.__class__(**{**fusion.__dict__,
                                          "extra_weights": {**fusion.extra_weights, ENGINE_LEG: engine_weight}})
         fused = fuse(legs, fusion, order=order)
-        learned = self._learned(query, vector, decision, legs, fused, options, explain, None, extra=extra,
+        unscorable = {u.product_id for u in unscored}
+        scorable = [f for f in fused if f.product_id not in unscorable]
+        learned = self._learned(query, vector, decision, legs, scorable, options, explain, None, extra=extra,
                                 dense=dense_scores)
-        if learned is not None:
-            fused = learned.fused
+        if learned is not None:  # the ranker orders what can be scored; the rest stays last, in its order
+            fused = learned.fused + [f for f in fused if f.product_id in unscorable]
         results = self._results(query, fused, replace(decision, row=row), "rerank", explain, extra, learned)
         info = {**results.fusion, "mode": "rerank", "candidates": len(unique), "indexed": len(known),
-                "scored_from_text": len(extra), "unscorable": len(unique) - len(known) - len(extra)}
-        return replace(results, fusion=info)
+                "scored_from_text": len(extra), "unscorable": len(unscored)}
+        warnings = results.warnings
+        if unscored:
+            warnings += (f"{len(unscored)} of {len(unique)} candidates could not be scored and are ranked last"
+                         " in their original order (see `unscored`): send their title or text, or name the"
+                         " source field that holds it with `fields`",)
+        return replace(results, fusion=info, warnings=warnings, unscored=unscored)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -243,6 +242,8 @@ def format_results(results: Any, explain: bool) -> str:
         lines.append(f"  {results.message}")
     for warning in getattr(results, "warnings", ()):
         lines.append(f"  warning: {warning}")
+    for unscored in getattr(results, "unscored", ()):
+        lines.append(f"  unscored: {unscored.product_id}: {unscored.reason}")
     for hit in results.hits:
         title = hit.product.title if hit.product else "(not in the index)"
         brand = f" [{hit.product.brand}]" if hit.product and hit.product.brand else ""
@@ -281,35 +282,35 @@ def _explain_policy(intent: Any) -> list[str]:
 
 
 # -- rerank -----------------------------------------------------------------------------------------
-def read_candidates(path: str) -> list[Any]:
-    """A JSON array, or an object with `candidates`, or JSONL; items are ids or objects with `id`."""
-    text = Path(path).read_text(encoding="utf-8")
-    stripped = text.strip()
-    if not stripped:
-        raise QueryError(f"candidates file {path} is empty")
-    try:
-        data = json.loads(stripped)
-        items = data.get("candidates") if isinstance(data, dict) else data
-        if isinstance(data, dict) and items is None:
-            items = [data]
-    except json.JSONDecodeError:
-        items = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    items.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise QueryError(f"{path} line {number}: not valid JSON ({exc.msg})") from exc
-    if not isinstance(items, list):
-        raise QueryError(f"{path}: expected a JSON array of candidates, or JSONL")
-    return items
+def read_candidates(path: str) -> Any:
+    """JSON (an array, an object with `candidates`, an Elasticsearch/OpenSearch or Solr response) or JSONL;
+    `-` reads standard input. See `shopfusion.candidates`."""
+    from shopfusion.candidates import read_candidates_file
+
+    return read_candidates_file(path)
+
+
+def parse_fields(values: tuple[str, ...]) -> dict[str, list[str]] | None:
+    """`--field title=name --field brand=manufacturer.name` -> a `fields` mapping (repeat a key for fallbacks)."""
+    fields: dict[str, list[str]] = {}
+    for value in values:
+        key, sep, path = value.partition("=")
+        if not sep or not key.strip() or not path.strip():
+            raise QueryError(f"--field {value!r}: write FIELD=SOURCE_FIELD, e.g. --field title=name")
+        fields.setdefault(key.strip(), []).append(path.strip())
+    return fields or None
 
 
 @main.command()
 @click.argument("query")
 @INDEX_OPTION
-@click.option("--candidates", "candidates_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="JSON or JSONL: ids, or objects with `id`, optional `score` and product fields or `text`.")
+@click.option("--candidates", "candidates_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+              help="JSON or JSONL (`-`: standard input): ids or objects with `id`, optional `score` and product"
+                   " fields or `text`; or an Elasticsearch/OpenSearch `_search` or Solr response body.")
+@click.option("--field", "field_specs", multiple=True, metavar="FIELD=SOURCE",
+              help="Which source field holds a product field, e.g. --field title=name (repeatable; keys: id,"
+                   " score, title, description, brand, category, price, attributes, text).")
 @fusion_options
 @click.option("--engine-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Weight of the other engine's scores as a third leg (0: shown, not counted).")
@@ -318,18 +319,19 @@ def read_candidates(path: str) -> list[Any]:
               help="Show each leg's raw and normalised score and contribution (and the ranker's top features).")
 @JSON_OPTION
 @click.pass_context
-def rerank(ctx: click.Context, query: str, index_dir: str, candidates_path: str, intent_model: str | None,
-           policy: str | None, fusion: str | None,
+def rerank(ctx: click.Context, query: str, index_dir: str, candidates_path: str, field_specs: tuple[str, ...],
+           intent_model: str | None, policy: str | None, fusion: str | None,
            alpha: float | None, normalization: str | None, rrf_k: float | None, engine_weight: float,
            ranker: str | None, explain: bool, as_json: bool) -> None:
     """Re-rank another engine's results for QUERY (scoring only those candidates)."""
     from shopfusion.client import Client
 
     settings = _run(lambda: _settings(ctx, search=dict(intent_model=intent_model, policy=policy)))
+    fields = _run(lambda: parse_fields(field_specs))
     items = _run(lambda: read_candidates(candidates_path))
     results = _run(lambda: Client(index_dir, settings=settings).rerank(
         query, items, fusion=fusion, alpha=alpha, normalization=normalization, rrf_k=rrf_k, explain=explain,
-        engine_weight=engine_weight, ranker=ranker))
+        engine_weight=engine_weight, fields=fields, ranker=ranker))
     _emit(as_json, results.to_dict(), format_results(results, explain))
 
 
@@ -380,6 +382,8 @@ def eval_command(ctx: click.Context, index_dir: str, queries: str, qrels: str, m
     settings = _run(lambda: _settings(ctx, search=dict(intent_model=intent_model, policy=policy)))
     query_map = _run(lambda: load_queries(queries))
     judgments = _run(lambda: load_qrels(qrels))
+    from pathlib import Path
+
     external = {Path(path).name.split(".")[0] or Path(path).name: _run(lambda p=path: load_trec_run(p))
                 for path in trec_runs}
     if limit:
@@ -471,6 +475,47 @@ def worker(ctx: click.Context, concurrency: int | None, loglevel: str) -> None:
         from workers.worker import run_worker
 
         run_worker(settings.celery, concurrency=concurrency or settings.celery.concurrency, loglevel=loglevel)
+
+    _run(start)
+
+
+# -- serve ------------------------------------------------------------------------------------------
+@main.command()
+@INDEX_OPTION
+@click.option("--host", help="Address to listen on (default service.host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default service.port, 8000).")
+@click.option("--workers", type=click.IntRange(min=1), help="Server processes (default service.workers, 1).")
+@click.option("--api-key-env", metavar="VAR",
+              help="Read the bearer API key from this environment variable (default SHOPFUSION_SERVICE_API_KEY).")
+@click.option("--log-queries", is_flag=True, default=None, help="Put query text in the access log (off by default).")
+@click.pass_context
+def serve(ctx: click.Context, index_dir: str, host: str | None, port: int | None, workers: int | None,
+          api_key_env: str | None, log_queries: bool | None) -> None:
+    """Serve search and re-ranking over HTTP: POST /search, POST /rerank, GET /health, /ready, /metrics.
+
+    The index and the model load once per worker; a version published by `shopfusion index` is picked up
+    without a restart. OpenAPI at /openapi.json, interactive docs at /docs. Needs the `serve` extra.
+    """
+    import os
+
+    def key_from_env() -> str | None:
+        if not api_key_env:
+            return None
+        value = os.environ.get(api_key_env)
+        if not value:
+            from shopfusion.errors import ConfigError
+
+            raise ConfigError(f"--api-key-env {api_key_env}: that environment variable is empty or unset")
+        return value
+
+    api_key = _run(key_from_env)
+    settings = _run(lambda: _settings(ctx, service=dict(host=host, port=port, workers=workers, api_key=api_key,
+                                                        log_queries=log_queries)))
+
+    def start() -> None:
+        from shopfusion.service.server import serve as run_server
+
+        run_server(index_dir, settings, config=ctx.obj.get("config"))
 
     _run(start)
 

@@ -78,17 +78,25 @@ class Client:
         options = SearchOptions(fusion, alpha, normalization, rrf_k, depth, ranker)
         return self.searcher.search(query, k=k, filters=filters, options=options, mode=mode, explain=explain)
 
-    def rerank(self, query: str, candidates: Sequence[Candidate | str | Mapping[str, Any]], *,
+    def rerank(self, query: str, candidates: Sequence[Candidate | str | Mapping[str, Any]] | Mapping[str, Any], *,
                fusion: str | None = None, alpha: float | None = None, normalization: str | None = None,
                rrf_k: float | None = None, explain: bool = False, engine_weight: float = 0.0,
-               ranker: str | None = None) -> Results:
-        """Re-order another engine's results for `query`; see `HybridSearcher.rerank`."""
-        from ranker.searcher import SearchOptions
+               fields: Mapping[str, Any] | None = None, ranker: str | None = None) -> Results:
+        """Re-order another engine's results for `query`; see `HybridSearcher.rerank`.
 
-        self._check(query, candidates=len(candidates))
-        parsed = [candidate_from(c) for c in candidates]
+        `candidates` is a list (ids, `Candidate`s or objects with `id`), or an Elasticsearch/OpenSearch
+        `_search` or Solr response body as it came; `fields` maps product fields to source fields
+        (`shopfusion.candidates`). Candidates that cannot be scored are listed in `Results.unscored`.
+        `ranker`: a trained ranker's directory, or `none`, for this call (default `search.ranker`)."""
+        from ranker.searcher import SearchOptions
+        from shopfusion.candidates import candidate_items, parse_candidates
+
+        items, _ = candidate_items(candidates)
+        self._check(query, candidates=len(items))
+        parsed = parse_candidates(candidates, fields, max_field_chars=self.settings.index.max_field_chars)
         options = SearchOptions(fusion, alpha, normalization, rrf_k, ranker=ranker)
-        return self.searcher.rerank(query, parsed, options=options, explain=explain, engine_weight=engine_weight)
+        return self.searcher.rerank(query, parsed.candidates, options=options, explain=explain,
+                                    engine_weight=engine_weight)
 
     def evaluate(self, queries: str | os.PathLike[str] | Mapping[str, str],
                  qrels: str | os.PathLike[str] | Mapping[str, Mapping[str, float]], *,
@@ -236,31 +244,6 @@ def check_limits(settings: Settings, query: str, *, k: int | None = None, depth:
 
 def candidate_from(value: Candidate | str | Mapping[str, Any]) -> Candidate:
     """A candidate from an id, a mapping (`id`, optional `score`, optional product fields) or itself."""
-    if isinstance(value, Candidate):
-        return value
-    if isinstance(value, str):
-        return Candidate(value)
-    from shopfusion.errors import QueryError
+    from shopfusion.candidates import candidate_from as parse_one
 
-    if not isinstance(value, Mapping):
-        raise QueryError(f"a candidate must be an id or an object with `id`, got {type(value).__name__}")
-    product_id = value.get("id", value.get("product_id"))
-    if product_id is None or str(product_id).strip() == "":
-        raise QueryError(f"candidate {dict(value)!r} has no `id`")
-    score = value.get("score")
-    if score is not None and not isinstance(score, int | float):
-        raise QueryError(f"candidate {product_id}: `score` must be a number, got {score!r}")
-    product = None
-    if value.get("title") or value.get("text"):
-        from indexer.readers import RawRecord
-        from indexer.validation import validate
-        from shopfusion.types import Product
-
-        data = {key: v for key, v in value.items() if key not in {"score", "text", "product_id"}}
-        data["id"] = str(product_id)
-        data.setdefault("title", value.get("text"))
-        checked = validate(RawRecord("candidates", 0, "", data))
-        if not isinstance(checked, Product):
-            raise QueryError(f"candidate {product_id}: {checked.reason}")
-        product = checked
-    return Candidate(str(product_id), None if score is None else float(score), product)
+    return parse_one(value)

@@ -9,7 +9,7 @@ Every value remembers where it came from (`Settings.source("search", "alpha")`: 
 setting given in the file, the environment or per call over the fusion policy's row (`--explain` names
 the override), so a setting given is never silently ignored.
 
-Credentials (`elasticsearch.password`, `elasticsearch.api_key`) are read like any other key but are
+Credentials (`elasticsearch.password`, `elasticsearch.api_key`, `service.api_key`) are read like any other key but are
 excluded from `repr` and from `to_dict`, so they are never logged or serialised.
 
 Example `shopfusion.toml`::
@@ -68,8 +68,10 @@ class SearchSettings:
     depth: int = 200
     """Candidates each leg retrieves before fusion."""
     fusion: Literal["rrf", "linear"] = "linear"
-    alpha: float = 0.5
-    """Linear fusion: weight of the dense leg; the lexical leg gets 1 - alpha."""
+    alpha: float = 0.3
+    """Linear fusion: weight of the dense leg; the lexical leg gets 1 - alpha. 0.3 was the best static
+    alpha on the Home Depot train queries with the packaged encoder (benchmarks/bench_model_chain.py); the
+    shipped fusion policy's default row uses the same number."""
     normalization: Literal["minmax", "zscore"] = "minmax"
     rrf_k: float = 60.0
     policy: str = "default"
@@ -136,6 +138,39 @@ class LimitsSettings:
     """Most candidates one re-rank call may send."""
 
 
+@dataclass(frozen=True)
+class ServiceSettings:
+    """`shopfusion serve`: the HTTP service. `[limits]` apply to its requests too (it calls the client)."""
+
+    host: str = "127.0.0.1"
+    """Loopback by default: put a reverse proxy (TLS) in front before listening beyond the host."""
+    port: int = 8000
+    workers: int = 1
+    """Server processes; each loads the index and the model once."""
+    threads: int = 4
+    """Request threads per worker doing the CPU work (retrieval, fusion); encodes go through one batcher."""
+    max_inflight: int = 64
+    """Requests one worker accepts at once; more get 503 with Retry-After (shed load, don't queue forever)."""
+    max_body_bytes: int = 8 * 1024 * 1024
+    """Largest request body (413 above it); 10,000 candidates with short texts fit in about 3 MB."""
+    request_timeout: float = 10.0
+    """Seconds before a request gets 504 (its thread finishes the work, the answer is dropped)."""
+    api_key: str | None = field(default=None, repr=False)
+    """When set, /search, /rerank and /metrics need `Authorization: Bearer <key>` (env SHOPFUSION_SERVICE_API_KEY)."""
+    log_queries: bool = False
+    """Access logs carry query text only when this is on (queries can hold personal data)."""
+    reload_interval: float = 1.0
+    """Seconds between checks of the index manifest for a newly published version (0: never reload)."""
+    micro_batch: bool = True
+    """Query encodes that arrive together run as one batch (no waiting: whatever is queued when the model
+    frees up); off: each request thread encodes its own query."""
+    max_batch: int = 32
+    shutdown_timeout: float = 30.0
+    """On SIGTERM, seconds that requests in flight get to finish before the process exits anyway."""
+
+    __repr__ = lambda self: _redacted_repr(self)  # noqa: E731
+
+
 SECRET_KEYS = {"password", "api_key"}
 
 
@@ -156,6 +191,7 @@ class Settings:
     elasticsearch: ElasticsearchSettings = field(default_factory=ElasticsearchSettings)
     celery: CelerySettings = field(default_factory=CelerySettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     """`section.key` -> where its value came from; keys not listed have their default."""
 

@@ -15,12 +15,15 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 CATEGORY_SEPARATOR = " > "
 
 LegName = Literal["lexical", "dense", "engine"]
+RESULTS_SCHEMA = "shopfusion.results/1"
+"""The version of `Results.to_dict()` (the CLI's `--json` and the HTTP API's bodies). Adding a field keeps
+the version; renaming or removing one, or changing a meaning, bumps it."""
 FusionMethod = Literal["rrf", "linear"]
 Normalization = Literal["minmax", "zscore"]
 
@@ -63,7 +66,7 @@ class Product:
         return " | ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = _fields(self)  # every field, without asdict's deep copy (this runs per hit per response)
         data["category_path"] = list(self.category_path)
         data["attributes"] = dict(self.attributes)
         return data
@@ -87,6 +90,11 @@ class Product:
     def text_hash(self) -> str:
         """Hash of the embedded text only: a product whose text is unchanged is never re-embedded."""
         return _sha(self.embedding_text())
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    """A dataclass's fields as a dict, one level deep (asdict copies recursively: 10x slower)."""
+    return {f.name: getattr(value, f.name) for f in fields(value)}
 
 
 def _sha(text: str) -> str:
@@ -210,9 +218,9 @@ class Hit:
         if self.product is not None:
             data["product"] = self.product.to_dict()
         if self.legs is not None:
-            data["legs"] = {name: asdict(leg) for name, leg in self.legs.items()}
+            data["legs"] = {name: _fields(leg) for name, leg in self.legs.items()}
         if self.contributions is not None:
-            data["contributions"] = [asdict(item) for item in self.contributions]
+            data["contributions"] = [_fields(item) for item in self.contributions]
         return data
 
 
@@ -240,16 +248,29 @@ class Results:
     intent: Intent | None = None
     message: str | None = None
     warnings: tuple[str, ...] = ()
+    unscored: tuple[Unscored, ...] = ()
+    """Re-rank candidates that could not be scored (not in the index and no text), and why; they are the
+    last hits, in the caller's order (re-ranking never drops a candidate)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "schema": RESULTS_SCHEMA,
             "query": self.query,
             "intent": asdict(self.intent) if self.intent else None,
             "fusion": dict(self.fusion),
             "message": self.message,
             "warnings": list(self.warnings),
             "hits": [hit.to_dict() for hit in self.hits],
+            "unscored": [_fields(u) for u in self.unscored],
         }
+
+
+@dataclass(frozen=True)
+class Unscored:
+    """A re-rank candidate that could not be scored, and why (so nothing is silently scored 0)."""
+
+    product_id: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -260,6 +281,8 @@ class Candidate:
     product_id: str
     score: float | None = None
     product: Product | None = None
+    note: str | None = None
+    """Why it carries no product (set by `shopfusion.candidates`); reported if the index lacks it too."""
 
 
 @dataclass(frozen=True)

@@ -8,4 +8,4 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-pytest_plugins = ["tests.plugins.catalogs", "tests.plugins.elasticsearch", "tests.plugins.redis"]
+pytest_plugins = ["tests.plugins.catalogs", "tests.plugins.elasticsearch", "tests.plugins.redis", "tests.plugins.service"]

@@ -59,7 +59,7 @@ def compose(raw: dict[str, Any]) -> dict[str, Any]:
 
 def test_services_volumes_and_health_checks(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"elasticsearch", "redis", "worker"}
+    assert set(services) == {"elasticsearch", "redis", "worker", "search"}
     declared = set(compose["volumes"])
     for name, service in services.items():
         check = service["healthcheck"]
@@ -124,3 +124,28 @@ def test_worker_image_holds_every_package_and_the_extras(compose: dict[str, Any]
     assert re.search(r'pip install .*"\.\[es,celery\]"', dockerfile)
     assert re.search(r"^USER (?!root)", dockerfile, flags=re.M)
     assert pyproject["project"]["scripts"]["shopfusion"]
+
+
+def test_search_service_serves_the_index_volume_with_valid_settings(raw: dict[str, Any],
+                                                                   compose: dict[str, Any]) -> None:
+    from click.testing import CliRunner
+
+    from shopfusion.cli import main
+    from shopfusion.config import load_settings
+
+    search = compose["services"]["search"]
+    command = search["command"]
+    assert command[:2] == ["shopfusion", "serve"]
+    index = command[command.index("--index") + 1]
+    assert f"index:{index}" in search["volumes"] and "index" in compose["volumes"]
+    assert command[command.index("--port") + 1] == "8000" and search["ports"] == ["127.0.0.1:8000:8000"]
+    assert "/ready" in " ".join(search["healthcheck"]["test"])
+    assert search["depends_on"]["elasticsearch"]["condition"] == "service_healthy"
+    settings = load_settings(env={k: str(v) for k, v in search["environment"].items()})
+    assert settings.service.workers == 2 and settings.service.api_key is None
+    keyed = load_settings(env={k: str(v) for k, v in interpolate(
+        raw["services"]["search"]["environment"], {**ENV, "SHOPFUSION_API_KEY": "k"}).items()})
+    assert keyed.service.api_key == "k"
+    assert re.search(r'pip install .*"\.\[es,serve\]"', search["build"]["dockerfile_inline"])
+    # the command line is one `shopfusion serve` accepts
+    assert CliRunner().invoke(main, [*command[1:], "--help"]).exit_code == 0

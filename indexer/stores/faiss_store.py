@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -59,6 +60,7 @@ class FaissVectorIndex:
         self._index: Any = None
         self._gpu_index: Any = None
         self._masks: OrderedDict[Filters, np.ndarray] = OrderedDict()
+        self._masks_lock = threading.Lock()  # `shopfusion serve` searches from several threads
         self._stored_index_valid = not create
         if create:
             if dim is None:
@@ -217,10 +219,11 @@ class FaissVectorIndex:
     # -- reading -------------------------------------------------------------------------------------
     def mask(self, filters: Filters) -> np.ndarray:
         """Boolean mask of the rows that pass `filters` (cached for repeated filters)."""
-        cached = self._masks.get(filters)
-        if cached is not None:
-            self._masks.move_to_end(filters)
-            return cached
+        with self._masks_lock:
+            cached = self._masks.get(filters)
+            if cached is not None:
+                self._masks.move_to_end(filters)
+                return cached
         mask = np.ones(len(self._ids), dtype=bool)
         if filters.category:
             key = filters.category_key
@@ -237,9 +240,10 @@ class FaissVectorIndex:
                 if filters.price_max is not None:
                     price_ok &= self._price <= filters.price_max
             mask &= price_ok
-        self._masks[filters] = mask
-        if len(self._masks) > 64:
-            self._masks.popitem(last=False)
+        with self._masks_lock:
+            self._masks[filters] = mask
+            if len(self._masks) > 64:
+                self._masks.popitem(last=False)
         return mask
 
     def search(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> list[LegHit]:

@@ -135,6 +135,7 @@ def test_rerank_scores_outside_candidates_with_the_index_statistics(shop, monkey
     assert lexical["outside-1"] == pytest.approx(lexical[known[0].id], rel=1e-5)  # as if it were indexed
     learned = searcher.rerank("garden hose 50 ft", candidates, options=SearchOptions(ranker=str(path)), explain=True)
     assert {h.product_id for h in learned.hits} == {c.product_id for c in candidates}  # every candidate kept
+    assert learned.hits[-1].product_id == "nothing" and [u.product_id for u in learned.unscored] == ["nothing"]
     # the outside copy has the indexed product's features (ties aside: equal scores get adjacent ranks)
     same = [i for i, name in enumerate(FEATURE_NAMES) if not name.endswith(("_rank", "_present")) and name != "fused_rrf"]
     np.testing.assert_allclose(served["outside-1"][same], served[known[0].id][same], rtol=1e-5, atol=1e-6)

@@ -27,7 +27,7 @@ def test_hybrid_search_returns_products_and_breakdown(searcher: HybridSearcher) 
     for hit in results.hits:
         assert set(hit.legs) == {"lexical", "dense"}
         assert hit.score == pytest.approx(sum(leg.contribution for leg in hit.legs.values()))
-    assert results.fusion["method"] == "linear" and results.fusion["alpha"] == 0.5
+    assert results.fusion["method"] == "linear" and results.fusion["alpha"] == 0.3
 
 
 def test_no_breakdown_unless_explain(searcher: HybridSearcher) -> None:
@@ -78,7 +78,8 @@ def test_rerank_unknown_candidates_with_text(searcher: HybridSearcher) -> None:
     results = searcher.rerank("cordless drill", candidates, explain=True)
     order = [h.product_id for h in results.hits]
     assert set(order[:2]) == {"ext-1", "p01"}
-    assert order[-1] == "ghost" and results.hits[-1].score == 0.0
+    assert order[-1] == "ghost" and [u.product_id for u in results.unscored] == ["ghost"]
+    assert "not in the index" in results.unscored[0].reason and any("unscored" in w for w in results.warnings)
     assert next(h for h in results.hits if h.product_id == "ext-1").product.brand == "Ryobi"
     assert results.fusion["scored_from_text"] == 1 and results.fusion["unscorable"] == 1
 

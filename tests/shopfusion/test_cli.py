@@ -126,6 +126,6 @@ def test_help_is_instant_and_imports_nothing_heavy() -> None:
 
 def test_config_command_hides_secrets(tmp_path: Path) -> None:
     result = CliRunner(env={"SHOPFUSION_ELASTICSEARCH_PASSWORD": "hunter2"}).invoke(main, ["config"])
-    assert result.exit_code == 0 and "hunter2" not in result.output and "alpha = 0.5\n" in result.output
+    assert result.exit_code == 0 and "hunter2" not in result.output and "alpha = 0.3\n" in result.output
     shown = CliRunner(env={"SHOPFUSION_ELASTICSEARCH_PASSWORD": "hunter2"}).invoke(main, ["config", "--json"])
     assert "hunter2" not in shown.output and json.loads(shown.output)["search"]["alpha"]["source"] == "default"
