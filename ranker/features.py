@@ -178,9 +178,14 @@ def _zscore(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / spread
 
 
-def _leg_ranks(ids: Sequence[str], hits: Sequence[LegHit]) -> np.ndarray:
-    rank = {hit.product_id: hit.rank for hit in reversed(hits)}  # a repeated id keeps its best rank
-    return np.array([rank.get(pid, 0) for pid in ids], dtype=np.float64)
+def _leg_ranks(position: Mapping[str, int], hits: Sequence[LegHit]) -> np.ndarray:
+    """Each candidate's rank in a leg's list (0: not retrieved); a repeated id keeps its best rank."""
+    ranks = np.zeros(len(position), dtype=np.float64)
+    for hit in reversed(hits):
+        row = position.get(hit.product_id)
+        if row is not None:
+            ranks[row] = hit.rank
+    return ranks
 
 
 def extract(candidates: CandidateSet, needed: Collection[str] | None = None) -> np.ndarray:
@@ -196,13 +201,14 @@ def extract(candidates: CandidateSet, needed: Collection[str] | None = None) -> 
         return x.astype(np.float32)
     col = _COLUMN
     q = QueryTerms.of(c.query)
+    position = {pid: i for i, pid in enumerate(c.ids)}
 
     # retrieval legs
     lexical = (c.fields.astype(np.float64) @ FIELD_BOOSTS.astype(np.float64))
     dense = c.dense.astype(np.float64)
     fused_rrf = np.zeros(n)
     for leg, score in (("lexical", lexical), ("dense", dense)):
-        ranks = _leg_ranks(c.ids, c.legs.get(leg, ()))
+        ranks = _leg_ranks(position, c.legs.get(leg, ()))
         present = ranks > 0
         top = float(score.max())
         x[:, col[f"{leg}_score"]] = score
@@ -221,7 +227,8 @@ def extract(candidates: CandidateSet, needed: Collection[str] | None = None) -> 
     # term matches: one pass over the candidates' entries in the product table
     table, slots = c.table, c.slots
     size = max(len(q.distinct), 1)
-    counts = table.match_counts(slots, q)
+    head = q.terms[-1] if q.terms and want("head_in_title") else None
+    counts, head_hits = table.match_counts(slots, q, head=head)
     sizes = table.sizes(slots)  # distinct title terms, brand terms, leaf terms
     g = GROUP
     x[:, col["title_coverage"]] = counts[:, g["title"]] / size
@@ -237,8 +244,7 @@ def extract(candidates: CandidateSet, needed: Collection[str] | None = None) -> 
         x[:, col["title_bigrams"]] = counts[:, g["bigram"]] / len(q.bigrams)
     if want("title_first_term"):
         x[:, col["title_first_term"]] = table.first_term_in(slots, q)
-    if q.terms and want("head_in_title"):
-        x[:, col["head_in_title"]] = table.has_term(slots, q.terms[-1], "title")
+    x[:, col["head_in_title"]] = head_hits
     if q.trigrams:
         x[:, col["title_trigrams"]] = counts[:, g["trigram"]] / len(q.trigrams)
     if q.numbers:

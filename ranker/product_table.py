@@ -230,33 +230,30 @@ class ProductTable:
         index = np.arange(total, dtype=np.int64) + np.repeat(starts - (ends - counts), counts)
         return index, np.repeat(np.arange(len(counts), dtype=np.int64), counts)
 
-    def match_counts(self, slots: np.ndarray, query: QueryTerms) -> np.ndarray:
-        """`(len(slots), len(GROUPS))`: per candidate and group, how many of its entries the query has."""
+    def match_counts(self, slots: np.ndarray, query: QueryTerms, *, head: str | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """`(len(slots), len(GROUPS))`: per candidate and group, how many of its entries the query has;
+        and per candidate, 1 when its title holds the term `head` (0 without `head`)."""
         n = len(slots)
         out = np.zeros((n, len(GROUPS)), dtype=np.float64)
+        heads = np.zeros(n, dtype=np.float64)
         rows = self.rows.data[slots]
         index, row = self._gather(rows[:, 0], rows[:, 1])
         vocab = self.vocab
-        wanted = np.unique(np.array([vocab[key] for key in query.match_keys() if key in vocab], dtype=np.int32))
-        if not len(index) or not len(wanted):
-            return out
+        wanted = [vocab[key] for key in query.match_keys() if key in vocab]
+        if not len(index) or not wanted:
+            return out, heads
         ids = self.entry_ids.data[index]
-        hit = wanted[np.minimum(np.searchsorted(wanted, ids), len(wanted) - 1)] == ids
-        flat = row[hit] * len(GROUPS) + self.entry_groups.data[index][hit]
+        groups = self.entry_groups.data[index]
+        mask = np.zeros(len(vocab) + 1, dtype=bool)  # calloc: only the pages touched are zeroed
+        mask[wanted] = True
+        hit = mask[ids]
+        flat = row[hit] * len(GROUPS) + groups[hit]
         out.flat[:] = np.bincount(flat, minlength=n * len(GROUPS))
-        return out
-
-    def has_term(self, slots: np.ndarray, term: str, group: str = "title") -> np.ndarray:
-        """Per candidate: 1 when `term` is among its entries of `group`."""
-        out = np.zeros(len(slots), dtype=np.float64)
-        key = self.vocab.get(f"t:{term}")
-        if key is None or not len(slots):
-            return out
-        rows = self.rows.data[slots]
-        index, row = self._gather(rows[:, 0], rows[:, 1])
-        hit = (self.entry_ids.data[index] == key) & (self.entry_groups.data[index] == G[group])
-        out[row[hit]] = 1.0
-        return out
+        key = vocab.get(f"t:{head}") if head is not None else None
+        if key is not None:
+            heads[row[(ids == key) & (groups == G["title"])]] = 1.0
+        return out, heads
 
     def first_term_in(self, slots: np.ndarray, query: QueryTerms) -> np.ndarray:
         first = self.rows.data[slots, 4]
@@ -275,26 +272,22 @@ class ProductTable:
         fields = [i for i, name in enumerate(TEXT_FIELDS) if name in stats.docs and stats.avg_length.get(name, 0) > 0]
         if not n or not stats.terms or not fields:
             return out.astype(np.float32)
-        known: dict[int, int] = {}
+        vocab = self.vocab
+        term_of = np.zeros(len(vocab) + 1, dtype=np.int16)  # query term index + 1; calloc: touched pages only
         idf = np.zeros((len(stats.terms), len(TEXT_FIELDS)), dtype=np.float64)
         for j, term in enumerate(stats.terms):
-            key = self.vocab.get(f"x:{term}")
-            if key is not None:
-                known.setdefault(key, j)
+            key = vocab.get(f"x:{term}")
+            if key is not None and not term_of[key]:
+                term_of[key] = j + 1
             for i in fields:
                 idf[j, i] = stats.idf(TEXT_FIELDS[i], term)
-        if not known:
-            return out.astype(np.float32)
-        keys = np.array(sorted(known), dtype=np.int32)
-        term_index = np.array([known[k] for k in keys.tolist()], dtype=np.int64)
         rows = self.rows.data[slots]
         index, row = self._gather(rows[:, 2], rows[:, 3])
-        tokens = self.lexical_ids.data[index]
-        position = np.minimum(np.searchsorted(keys, tokens), len(keys) - 1)
-        hit = keys[position] == tokens
+        j = term_of[self.lexical_ids.data[index]].astype(np.int64) - 1
+        hit = j >= 0
         if not hit.any():
             return out.astype(np.float32)
-        index, row, j = index[hit], row[hit], term_index[position[hit]]
+        index, row, j = index[hit], row[hit], j[hit]
         field = self.lexical_fields.data[index].astype(np.int64)
         tf = self.lexical_counts.data[index].astype(np.float64)
         avg = np.array([stats.avg_length.get(name, 1.0) or 1.0 for name in TEXT_FIELDS], dtype=np.float64)
