@@ -501,12 +501,6 @@ def latency_command(index_dir: Path, ranker_dir: Path, count: int) -> None:
 
 
 # -- transfer ---------------------------------------------------------------------------------------------------
-def _without(predicate: Any) -> tuple[str, ...]:
-    from ranker.features import FEATURES
-
-    return tuple(f.name for f in FEATURES if predicate(f))
-
-
 def constant_features(table: Any) -> list[str]:
     """Features that do not vary over a catalog's candidates (fields it lacks): computed without labels."""
     from ranker.features import FEATURE_NAMES
@@ -515,17 +509,14 @@ def constant_features(table: Any) -> list[str]:
     return [name for name, s in zip(FEATURE_NAMES, spread, strict=True) if s < 1e-9]
 
 
-CATALOG_SPECIFIC = ("has_brand", "has_category", "has_description", "has_attributes", "query_chars")
+PORTABLE = "portable (no title-only, scaled or catalog-specific features)"
 TRANSFER_VARIANTS: dict[str, dict[str, Any]] = {
     "as trained": {},
     "per-query normalised": {"normalization": "query"},
-    "no scaled or catalog-specific features": {"exclude": _without(lambda f: f.scaled or f.name in CATALOG_SPECIFIC)},
-    "no title-only, scaled or catalog-specific features": {
-        "exclude": _without(lambda f: f.title_only or f.scaled or f.name in CATALOG_SPECIFIC)},
-    "no title-only, scaled or catalog-specific features, monotone": {
-        "exclude": _without(lambda f: f.title_only or f.scaled or f.name in CATALOG_SPECIFIC), "monotone": True},
+    PORTABLE: {"portable": True},
+    f"{PORTABLE}, monotone": {"portable": True, "monotone": True},
 }
-FEW_SHOT_SOURCE = "no title-only, scaled or catalog-specific features"
+FEW_SHOT_SOURCE = PORTABLE
 
 
 @main.command()
@@ -565,6 +556,12 @@ def transfer(index_dir: Path, work: Path, threads: int, targets: str, limit: int
     print(f"Home Depot rankers: {base.num_leaves} leaves, rate {base.learning_rate}; static alpha {hd_alpha}", flush=True)
     hd_models = {name: fit(hd_table, fit_q, hd_gains, valid_q, hd_gains, replace(base, **change))
                  for name, change in TRANSFER_VARIANTS.items()}
+    test_qrels = {qid: hd_qrels[qid] for qid in parts["test"]}
+    runs = {f"static linear alpha {hd_alpha}": fusion_run(hd_table, test_q, FusionConfig("linear", hd_alpha))}
+    for variant, model in hd_models.items():
+        runs[f"HD LambdaMART, {variant}"] = model_run(model.score, hd_table, test_q)
+    in_domain = report(runs, test_qrels, f"static linear alpha {hd_alpha}",
+                       title="Home Depot test: the transfer variants in their own domain")
 
     chosen = {t.strip() for t in targets.split(",") if t.strip()}
     targets_: dict[str, Any] = {}
@@ -579,7 +576,7 @@ def transfer(index_dir: Path, work: Path, threads: int, targets: str, limit: int
         print(f"{name}: {len(queries)} category-name queries, {sum(len(v) for v in qrels.values())} judgments"
               f" ({table.x.shape[0] / max(len(table), 1):.0f} candidates per query)", flush=True)
 
-    results: dict[str, Any] = {"hd_alpha": hd_alpha, "params": {"num_leaves": base.num_leaves,
+    results: dict[str, Any] = {"hd_alpha": hd_alpha, "homedepot_in_domain": in_domain, "params": {"num_leaves": base.num_leaves,
                                "learning_rate": base.learning_rate, "min_data_in_leaf": base.min_data_in_leaf}}
     for name, (_, queries, qrels, table) in targets_.items():
         target_sweep = {a: mean_ndcg(fusion_run(table, queries, FusionConfig("linear", a)), qrels, 0.0) for a in ALPHAS}
@@ -593,8 +590,7 @@ def transfer(index_dir: Path, work: Path, threads: int, targets: str, limit: int
         # unsupervised adaptation: also leave out what does not vary on the target's (unlabelled) candidates
         flat = constant_features(table)
         change = TRANSFER_VARIANTS[FEW_SHOT_SOURCE]
-        adapted = fit(hd_table, fit_q, hd_gains, valid_q, hd_gains,
-                      replace(base, **{**change, "exclude": tuple(sorted(set(change["exclude"]) | set(flat)))}))
+        adapted = fit(hd_table, fit_q, hd_gains, valid_q, hd_gains, replace(base, **change, exclude=tuple(flat)))
         runs[f"HD LambdaMART, {FEW_SHOT_SOURCE}, only features varying on {name}"] = model_run(adapted.score, table, queries)
         results[name] = {"zero_shot": report(runs, qrels, f"static linear alpha {hd_alpha} (HD choice)", min_grade=0.0,
                                              title=f"{name}: Home Depot rankers, zero-shot"),
@@ -634,8 +630,7 @@ def transfer(index_dir: Path, work: Path, threads: int, targets: str, limit: int
     change = TRANSFER_VARIANTS[FEW_SHOT_SOURCE]
     reverse[f"{FEW_SHOT_SOURCE}, only features varying on Home Depot"] = fit(
         table, {q: queries[q] for q in bb_fit}, bb_gains, {q: queries[q] for q in bb_valid}, bb_gains,
-        replace(base, min_data_in_leaf=20, **{**change, "exclude": tuple(sorted(set(change["exclude"]) | set(flat)))}))
-    test_qrels = {qid: hd_qrels[qid] for qid in parts["test"]}
+        replace(base, min_data_in_leaf=20, **change, exclude=tuple(flat)))
     runs = {f"static linear alpha {hd_alpha}": fusion_run(hd_table, test_q, FusionConfig("linear", hd_alpha)),
             "RRF k 60": fusion_run(hd_table, test_q, FusionConfig("rrf"))}
     for variant, model in reverse.items():

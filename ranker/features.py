@@ -52,7 +52,11 @@ class Feature:
     `direction`: +1 when, all else equal, a larger value should never make a product less relevant, -1
     for the opposite, 0 when either can hold (the monotone constraints of `RankerParams.monotone`).
     `title_only`: reads the title alone (on a catalog of titles only it duplicates an all-fields
-    feature, so a ranker trained there learns title habits another catalog may not share)."""
+    feature, so a ranker trained there learns title habits another catalog may not share).
+    `catalog_specific`: says how a catalog or its queries are written (which fields are filled, query
+    length in characters) more than whether a product is relevant.
+    A portable ranker (`PORTABLE_EXCLUDED`) leaves out every scaled, title-only or catalog-specific
+    feature."""
 
     name: str
     definition: str
@@ -60,6 +64,7 @@ class Feature:
     scaled: bool = False
     direction: int = 0
     title_only: bool = False
+    catalog_specific: bool = False
 
 
 def _leg_features(leg: str, what: str) -> tuple[Feature, ...]:
@@ -111,12 +116,12 @@ FEATURES: tuple[Feature, ...] = (
     Feature("category_coverage", "share of the query's distinct terms found in the category path", direction=1),
     Feature("title_length", "number of terms in the title", scaled=True, title_only=True),
     Feature("text_length", "log(1 + characters of all text fields)", scaled=True),
-    Feature("has_brand", "1 when the product has a brand"),
-    Feature("has_category", "1 when the product has a category path"),
-    Feature("has_description", "1 when the product has a description"),
-    Feature("has_attributes", "1 when the product has attributes"),
+    Feature("has_brand", "1 when the product has a brand", catalog_specific=True),
+    Feature("has_category", "1 when the product has a category path", catalog_specific=True),
+    Feature("has_description", "1 when the product has a description", catalog_specific=True),
+    Feature("has_attributes", "1 when the product has attributes", catalog_specific=True),
     Feature("query_length", "number of distinct query terms", kind="query"),
-    Feature("query_chars", "number of characters of the query", kind="query"),
+    Feature("query_chars", "number of characters of the query", kind="query", catalog_specific=True),
     Feature("query_numbers", "number of numbers in the query", kind="query"),
     Feature("query_quantities", "number of quantities (number + unit) in the query", kind="query"),
     Feature("q_lexical_top", "top lexical_score among the candidates", kind="query", scaled=True),
@@ -131,6 +136,8 @@ FEATURES: tuple[Feature, ...] = (
       for label in INTENT_LABELS),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+PORTABLE_EXCLUDED: tuple[str, ...] = tuple(f.name for f in FEATURES if f.scaled or f.title_only or f.catalog_specific)
+"""What a ranker meant to serve other catalogs leaves out (`shopfusion train ranker --portable`)."""
 _COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
 GROUP = {name: i for i, name in enumerate(GROUPS)}
 assert FEATURE_NAMES[_COLUMN["title_length"]:_COLUMN["title_length"] + len(STATIC)] == STATIC

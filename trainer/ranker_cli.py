@@ -43,6 +43,8 @@ import click
 @click.option("--normalization", type=click.Choice(["none", "query"]), default="none", show_default=True,
               help="query: scale-dependent features normalised within each query (for other catalogs).")
 @click.option("--exclude", multiple=True, help="a feature to leave out (repeatable; see ranker.features).")
+@click.option("--portable", is_flag=True, help="leave out the features whose meaning depends on the catalog (scaled,"
+              " title-only, field presence): for a ranker meant to serve other catalogs.")
 @click.option("--monotone", is_flag=True, help="constrain the model to be monotone in each feature with a direction"
               " (coverage, leg ranks, ...): less room for one catalog's quirks.")
 @click.option("--init-model", type=click.Path(file_okay=False, exists=True),
@@ -85,7 +87,8 @@ def ranker(as_json: bool, progress: bool | None, **opts: Any) -> None:
 def _train(*, index_dir: str, queries_path: str | None, qrels_path: str | None, clicks_path: str | None,
            propensities: str | None, valid_queries: str | None, valid_qrels: str | None, validation_share: float,
            output_dir: str, depth: int | None, num_leaves: int, learning_rate: float, rounds: int,
-           early_stopping: int, min_data_in_leaf: int, normalization: str, exclude: tuple[str, ...], monotone: bool,
+           early_stopping: int, min_data_in_leaf: int, normalization: str, exclude: tuple[str, ...], portable: bool,
+           monotone: bool,
            init_model: str | None, seed: int, cache_dir: str | None, no_cache: bool, intent_model: str | None,
            policy: str | None, config: str | None, show: bool) -> dict[str, Any]:
     from ranker.learned import RANKER_FILE
@@ -107,7 +110,8 @@ def _train(*, index_dir: str, queries_path: str | None, qrels_path: str | None, 
         raise TrainingError("give either --qrels or --clicks, not both")
     params = RankerParams(num_leaves=num_leaves, learning_rate=learning_rate, rounds=rounds,
                           early_stopping=early_stopping, min_data_in_leaf=min_data_in_leaf, seed=seed,
-                          normalization=normalization, exclude=tuple(exclude), monotone=monotone)  # type: ignore[arg-type]
+                          normalization=normalization, exclude=tuple(exclude),  # type: ignore[arg-type]
+                          portable=portable, monotone=monotone)
     init = None
     if init_model is not None:
         from ranker.learned import LearnedRanker

@@ -38,6 +38,7 @@ from ranker.features import (
     FEATURE_SET_VERSION,
     FEATURES,
     INTENT_LABELS,
+    PORTABLE_EXCLUDED,
     Normalization,
     model_matrix,
 )
@@ -239,6 +240,8 @@ class RankerParams:
     - `normalization`: `none`, or `query` (scaled features min-max normalised within each query, scaled
       query-level ones left out): for rankers meant to serve other catalogs;
     - `exclude`: feature names left out of the model (for example catalog-specific ones);
+    - `portable`: also leave out `ranker.features.PORTABLE_EXCLUDED` (scaled, title-only and catalog-specific
+      features), for rankers meant to serve other catalogs than the one they were trained on;
     - `monotone`: constrain the model to be monotone in every feature with a `direction` (more coverage,
       a better rank in a leg, ... never lowers a score): less freedom to learn one catalog's quirks;
     - `rounds` / `early_stopping`: at most this many trees, stopping when the validation nDCG@`eval_at`
@@ -261,6 +264,7 @@ class RankerParams:
     threads: int = 0
     normalization: Normalization = "none"
     exclude: tuple[str, ...] = ()
+    portable: bool = False
     monotone: bool = False
 
     def __post_init__(self) -> None:
@@ -274,7 +278,8 @@ class RankerParams:
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return tuple(name for name in FEATURE_NAMES if name not in self.exclude)
+        left_out = set(self.exclude) | (set(PORTABLE_EXCLUDED) if self.portable else set())
+        return tuple(name for name in FEATURE_NAMES if name not in left_out)
 
     def lightgbm(self, label_gain: Sequence[float]) -> dict[str, Any]:
         extra: dict[str, Any] = {}
@@ -408,7 +413,8 @@ def save_ranker(fitted: FittedRanker, output: str | os.PathLike[str], *, searche
                       dict(manifest.lexical),
                       intent_model_ref(searcher.policy) if fitted.intent_used else None, depth)
     params = {k: v for k, v in asdict(fitted.params).items() if k not in {"exclude", "threads"}}
-    params.update(label_gain=fitted.label_gain, excluded=list(fitted.params.exclude))
+    params.update(label_gain=fitted.label_gain,
+                  excluded=[name for name in FEATURE_NAMES if name not in fitted.params.feature_names])
     card = ModelCard(kind="ranker", encoder=EncoderRef(manifest.model_id, manifest.dim), method=method,
                      data=tuple(data), params=params, metrics={**fitted.metrics, **dict(metrics or {})},
                      extra={**spec.to_extra(), "index": str(searcher.directory.path), "index_version": manifest.version},

@@ -80,6 +80,18 @@ def test_train_from_clicks(shop: Path) -> None:
     assert card["metrics"]["propensities"] == summary["propensities"]
 
 
+def test_portable_and_monotone_rankers(shop: Path) -> None:
+    from ranker.features import PORTABLE_EXCLUDED
+
+    _invoke(shop, ["train", "ranker", "--index", str(shop / "idx"), "--queries", str(shop / "q.jsonl"), "--qrels",
+                   str(shop / "j.tsv"), "--output", str(shop / "portable"), "--cache-dir", str(shop / "cache"),
+                   "--portable", "--monotone", "--json", *SMALL])
+    card = json.loads((shop / "portable" / "shopfusion_card.json").read_text())
+    assert not set(card["extra"]["feature_names"]) & set(PORTABLE_EXCLUDED)
+    assert "title_coverage" in card["params"]["excluded"] and "all_coverage" in card["extra"]["feature_names"]
+    assert card["params"]["portable"] is True and card["params"]["monotone"] is True
+
+
 def test_train_ranker_needs_labels(shop: Path) -> None:
     result = CliRunner().invoke(main, ["train", "ranker", "--index", str(shop / "idx"), "--output", str(shop / "x")])
     assert result.exit_code == 2 and "--qrels" in result.output
