@@ -27,7 +27,6 @@ withhold results for some intent); re-ranking never withholds the caller's candi
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -46,7 +45,7 @@ from ranker.intent import (
     load_intent_model,
     predict_with_rules,
 )
-from shopfusion.artifacts import EncoderRef, check_encoder, read_card
+from shopfusion.artifacts import EncoderRef, check_encoder, read_card, read_versioned_json
 from shopfusion.config import SearchSettings, Settings
 from shopfusion.errors import ConfigError, IndexStateError
 from shopfusion.types import Intent
@@ -145,15 +144,11 @@ class PolicyFile:
     @classmethod
     def load(cls, path: str | Path) -> PolicyFile:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read fusion policy {path}: {exc}") from exc
-        if not isinstance(data, dict) or data.get("format") != POLICY_FORMAT:
-            raise ConfigError(f"{path} is not a shopfusion fusion policy")
-        if int(data.get("version", 0)) != POLICY_VERSION:
-            raise ConfigError(f"{path} has policy format version {data.get('version')}; this shopfusion reads"
-                              f" version {POLICY_VERSION}: retrain it with `shopfusion train policy`")
+        data = read_versioned_json(path, what="fusion policy", fmt=POLICY_FORMAT, version=POLICY_VERSION,
+                                   fix="retrain it with `shopfusion train policy`")
+        if data["version"] < POLICY_VERSION:
+            raise ConfigError(f"{path} is a fusion policy of version {data['version']}, from before intent models were"
+                              " artifacts of their own: retrain it with `shopfusion train policy`")
         try:
             rows = {key: PolicyRow.from_dict(row) for key, row in data.get("rows", {}).items()}
             default = PolicyRow.from_dict(data["default"])

@@ -158,7 +158,7 @@ class HybridSearcher:
             for rank, f in enumerate(fused, start=1)
         )
         info: dict[str, Any] = {"mode": mode, **decision.row.fusion.to_dict(), "depth": decision.row.depth}
-        if mode != "hybrid":
+        if mode in ("lexical", "dense"):  # one leg: no fusion to report
             info = {"mode": mode, "depth": decision.row.depth}
         warnings = tuple(decision.warnings)
         if learned is not None:

@@ -140,6 +140,22 @@ class ModelCard:
         return "\n".join(lines) + "\n"
 
 
+def read_versioned_json(path: Path, *, what: str, fmt: str, version: int, fix: str) -> dict[str, Any]:
+    """A JSON document of one of shopfusion's formats (`{"format": fmt, "version": n, ...}`): refused with
+    a clear error when unreadable, of another format, or of a version this shopfusion does not read
+    (`fix` says what to do then)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise ConfigError(f"{path} is not a shopfusion {what}")
+    found = data.get("version")
+    if not isinstance(found, int) or found < 1 or found > version:
+        raise ConfigError(f"{path} has {what} format version {found!r}; this shopfusion reads up to {version}: {fix}")
+    return data
+
+
 def read_card(directory: str | os.PathLike[str], kind: str | None = None) -> ModelCard:
     """Load the card of an artifact directory, checking its kind; errors say what the directory lacks."""
     directory = Path(directory)
@@ -147,15 +163,8 @@ def read_card(directory: str | os.PathLike[str], kind: str | None = None) -> Mod
     if not path.is_file():
         hint = f" (a `{kind}` written by `shopfusion train`)" if kind else ""
         raise ConfigError(f"{directory} has no {CARD_FILE}: give the directory of a shopfusion artifact{hint}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read model card {path}: {exc}") from exc
-    if not isinstance(data, dict) or data.get("format") != CARD_FORMAT:
-        raise ConfigError(f"{path} is not a shopfusion model card")
-    if int(data.get("version", 0)) > CARD_VERSION:
-        raise ConfigError(f"{path} has card version {data.get('version')}; this shopfusion reads up to"
-                          f" {CARD_VERSION}: upgrade shopfusion")
+    data = read_versioned_json(path, what="model card", fmt=CARD_FORMAT, version=CARD_VERSION,
+                               fix="upgrade shopfusion")
     try:
         card = ModelCard.from_dict(data)
     except (KeyError, TypeError, ValueError) as exc:

@@ -70,6 +70,7 @@ def test_rerank_scores_only_candidates(searcher: HybridSearcher) -> None:
     assert [h.product_id for h in results.hits][:2] == ["p01", "p02"]
     assert {h.product_id for h in results.hits} == {"p01", "p02", "p04"}
     assert results.fusion["candidates"] == 3 and results.fusion["indexed"] == 3
+    assert results.fusion["mode"] == "rerank" and results.fusion["method"] == "linear"  # the fusion is reported
 
 
 def test_rerank_unknown_candidates_with_text(searcher: HybridSearcher) -> None:
