@@ -92,6 +92,26 @@ def test_portable_and_monotone_rankers(shop: Path) -> None:
     assert card["params"]["portable"] is True and card["params"]["monotone"] is True
 
 
+def test_client_applies_a_configured_ranker(shop: Path) -> None:
+    from shopfusion.client import Client
+
+    ranker = shop / "ranker-client"
+    _invoke(shop, ["train", "ranker", "--index", str(shop / "idx"), "--queries", str(shop / "q.jsonl"), "--qrels",
+                   str(shop / "j.tsv"), "--output", str(ranker), "--cache-dir", str(shop / "cache"), "--json", *SMALL])
+    settings = Settings().replace("index", model="hash:32").replace("search", policy="none", ranker=str(ranker))
+    client = Client(shop / "idx", settings=settings)
+    try:
+        found = client.search("dewalt saw 10 in", k=5, explain=True)  # search.ranker turns the stage on
+        assert found.fusion["ranker"]["path"] == str(ranker) and found.hits[0].contributions
+        assert "ranker" not in client.search("dewalt saw 10 in", k=5, ranker="none").fusion
+        ids = [h.product_id for h in found.hits]
+        reranked = client.rerank("dewalt saw 10 in", list(reversed(ids)), explain=True)
+        assert reranked.fusion["ranker"]["path"] == str(ranker) and {h.product_id for h in reranked.hits} == set(ids)
+        assert "ranker" not in client.rerank("dewalt saw 10 in", ids, ranker="none").fusion
+    finally:
+        client.close()
+
+
 def test_train_ranker_needs_labels(shop: Path) -> None:
     result = CliRunner().invoke(main, ["train", "ranker", "--index", str(shop / "idx"), "--output", str(shop / "x")])
     assert result.exit_code == 2 and "--qrels" in result.output
