@@ -20,8 +20,10 @@ from simulated clicks; transferred to catalogs it never saw.
 
 `transfer`: BigBasket and Flipkart indexes (MiniLM, built under `--work` when missing), category-name
 queries (a product is relevant to its own leaf category's name); the Home Depot rankers applied as they
-are, with per-query normalisation, without catalog-specific features, and warm-started on half of the
-target's queries; the reverse direction (trained on BigBasket, applied to Home Depot and Flipkart).
+are, with per-query normalisation, portable (`--portable`: no scaled, title-only or catalog-specific
+features), portable and monotone, portable on the features that vary on the target, and warm-started on
+half of the target's queries; the reverse direction (trained on BigBasket, applied to Home Depot and
+Flipkart).
 
 Home Depot and BigBasket are evaluation-only: models trained here stay under `--work`, never in the package.
 Prints tables and writes JSON under benchmarks/results/.
