@@ -3,16 +3,17 @@
 `HybridSearcher.search`: encode the query once, let the policy choose the fusion for it, retrieve
 `depth` candidates from each leg with the same filters, fuse, and return typed hits (with the per-leg
 breakdown when `explain`). `HybridSearcher.rerank`: the same policy and fusion over a caller's candidate
-list only; candidates the index lacks are scored from the text they come with.
+list only; candidates the index lacks are scored from the text they come with, with the index's
+statistics. With a learned ranker configured (`search.ranker`, or per call), the ranking stage
+(`ranker.stage`) then orders all fused candidates.
 """
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -26,7 +27,22 @@ from shopfusion.artifacts import EncoderRef
 from shopfusion.config import Settings
 from shopfusion.encoders import Encoder, load_encoder
 from shopfusion.errors import QueryError
-from shopfusion.types import Candidate, Filters, Hit, LegHit, LegScore, Product, Results, Unscored
+from shopfusion.types import (
+    Candidate,
+    FeatureContribution,
+    Filters,
+    Hit,
+    LegHit,
+    LegScore,
+    Product,
+    Results,
+    Unscored,
+)
+
+if TYPE_CHECKING:
+    from ranker.features import CandidateSet
+    from ranker.learned import LearnedRanker
+    from ranker.stage import RankingStage
 
 Mode = Literal["hybrid", "lexical", "dense"]
 ENGINE_LEG = "engine"
@@ -41,6 +57,8 @@ class SearchOptions:
     normalization: str | None = None
     rrf_k: float | None = None
     depth: int | None = None
+    ranker: str | None = None
+    """A learned ranker's directory, or `none`, for this call (None: `search.ranker`)."""
 
     def apply(self, row: PolicyRow) -> PolicyRow:
         return row.override(method=self.method, alpha=self.alpha, normalization=self.normalization,
@@ -49,7 +67,7 @@ class SearchOptions:
     def given(self) -> dict[str, str]:
         """The options this call sets, in the `[search]` key names `--explain` reports overrides by."""
         names = {"method": "fusion", "alpha": "alpha", "normalization": "normalization", "rrf_k": "rrf_k",
-                 "depth": "depth"}
+                 "depth": "depth", "ranker": "ranker"}
         return {names[key]: "call" for key, value in self.__dict__.items() if value is not None}
 
 
@@ -71,6 +89,8 @@ class HybridSearcher:
                                         nprobe=self.settings.index.ivf_nprobe)
         self.encoder: Encoder = load_encoder(self.manifest.model, self.settings.index.device)
         self.policy = policy or load_policy(self.settings, EncoderRef(self.manifest.model_id, self.manifest.dim))
+        self._stage: RankingStage | None = None
+        self._rankers: dict[str, tuple[LearnedRanker, list[str]]] = {}
 
     def close(self) -> None:
         self.store.close()
@@ -90,19 +110,28 @@ class HybridSearcher:
         row = decision.row
         if not row.search:  # only where a deployment's policy opted in to withholding this intent
             return Results(query, (), row.fusion.to_dict(), decision.intent, decision.message, decision.warnings)
-        depth = max(row.depth, k)
+        legs = self.retrieve(query, vector, max(row.depth, k), filters, mode)
+        learned: _Learned | None = None
+        if mode == "hybrid":
+            fused = fuse(legs, row.fusion)
+            assert vector is not None
+            learned = self._learned(query, vector, decision, legs, fused, options, explain, k)
+            fused = (learned.fused if learned else fused)[:k]
+        else:
+            fused = [Fused(h.product_id, h.score, {mode: LegScore(h.score, None, h.rank, h.score)})
+                     for h in legs[mode][:k]]
+        return self._results(query, fused, decision, mode, explain, {}, learned)
+
+    def retrieve(self, query: str, vector: np.ndarray | None, depth: int, filters: Filters | None = None,
+                 mode: Mode = "hybrid") -> dict[str, list[LegHit]]:
+        """Each leg's top `depth` among the products matching `filters` (the same filters on both)."""
         legs: dict[str, list[LegHit]] = {}
         if mode in ("hybrid", "lexical"):
             legs["lexical"] = self.lexical.search(query, depth, filters)
         if mode in ("hybrid", "dense"):
             assert vector is not None
             legs["dense"] = self.vectors.search(vector, depth, filters)
-        if mode == "hybrid":
-            fused = fuse(legs, row.fusion)[:k]
-        else:
-            fused = [Fused(h.product_id, h.score, {mode: LegScore(h.score, None, h.rank, h.score)})
-                     for h in legs[mode][:k]]
-        return self._results(query, fused, decision, mode, explain, {})
+        return legs
 
     def _decide(self, query: str, vector: np.ndarray | None, options: SearchOptions | None) -> Decision:
         """The policy's decision, with this call's options applied over it (and named in `--explain`)."""
@@ -119,18 +148,69 @@ class HybridSearcher:
         return replace(decision, intent=intent, row=row)
 
     def _results(self, query: str, fused: list[Fused], decision: Decision, mode: str, explain: bool,
-                 extra_products: dict[str, Product]) -> Results:
+                 extra_products: dict[str, Product], learned: _Learned | None = None) -> Results:
         products = self.store.get_many([f.product_id for f in fused])
         products.update({pid: p for pid, p in extra_products.items() if pid not in products})
+        contributions = learned.contributions if learned else {}
         hits = tuple(
             Hit(product_id=f.product_id, score=f.score, rank=rank, product=products.get(f.product_id),
-                legs=dict(f.legs) if explain else None)
+                legs=dict(f.legs) if explain else None, contributions=contributions.get(f.product_id))
             for rank, f in enumerate(fused, start=1)
         )
-        info = {"mode": mode, **decision.row.fusion.to_dict(), "depth": decision.row.depth}
+        info: dict[str, Any] = {"mode": mode, **decision.row.fusion.to_dict(), "depth": decision.row.depth}
         if mode in ("lexical", "dense"):  # one leg: no fusion to report
             info = {"mode": mode, "depth": decision.row.depth}
-        return Results(query, hits, info, decision.intent, decision.message, decision.warnings)
+        warnings = tuple(decision.warnings)
+        if learned is not None:
+            info["ranker"] = learned.ranker.describe()
+            warnings += tuple(w for w in learned.warnings if w not in warnings)
+        return Results(query, hits, info, decision.intent, decision.message, warnings)
+
+    # -- the learned ranking stage -------------------------------------------------------------------
+    @property
+    def stage(self) -> RankingStage:
+        if self._stage is None:
+            from ranker.stage import RankingStage
+
+            self._stage = RankingStage(self.store, self.lexical, self.vectors)
+        return self._stage
+
+    def ranker(self, options: SearchOptions | None = None) -> tuple[LearnedRanker | None, list[str]]:
+        """The learned ranker for a call (`options.ranker`, else `search.ranker`; `none`: no stage) and
+        the warnings that go with it; loaded once per path and checked against this index."""
+        name = options.ranker if options is not None and options.ranker is not None else self.settings.search.ranker
+        if not name or name == "none":
+            return None, []
+        if name not in self._rankers:
+            from ranker.stage import intent_model_ref, open_ranker
+
+            self._rankers[name] = open_ranker(
+                name, encoder=EncoderRef(self.manifest.model_id, self.manifest.dim), lexical=self.manifest.lexical,
+                intent_model=intent_model_ref(self.policy))
+        ranker, warnings = self._rankers[name]
+        return ranker, list(warnings)
+
+    def candidate_set(self, query: str, vector: np.ndarray, decision: Decision, legs: Mapping[str, Sequence[LegHit]],
+                      fused: Sequence[Fused], *, extra: Mapping[str, Product] | None = None,
+                      dense: Mapping[str, float] | None = None) -> CandidateSet:
+        """What the ranking stage reads for these candidates: the one function search, re-rank and
+        `shopfusion train ranker` all call."""
+        from ranker.stage import intent_probabilities
+
+        retrieval = {leg: hits for leg, hits in legs.items() if leg in ("lexical", "dense")}
+        return self.stage.collect(query, vector, retrieval, [f.product_id for f in fused],
+                                  intent=intent_probabilities(decision), extra=extra, dense=dense)
+
+    def _learned(self, query: str, vector: np.ndarray, decision: Decision, legs: Mapping[str, Sequence[LegHit]],
+                 fused: list[Fused], options: SearchOptions | None, explain: bool, k: int | None, *,
+                 extra: Mapping[str, Product] | None = None, dense: Mapping[str, float] | None = None
+                 ) -> _Learned | None:
+        ranker, warnings = self.ranker(options)
+        if ranker is None or not fused:
+            return None
+        candidates = self.candidate_set(query, vector, decision, legs, fused, extra=extra, dense=dense)
+        ordered, contributions = self.stage.order(ranker, candidates, fused, explain=explain, k=k)
+        return _Learned(ranker, ordered, contributions, warnings)
 
     # -- re-ranking ----------------------------------------------------------------------------------
     def rerank(self, query: str, candidates: Sequence[Candidate], *, options: SearchOptions | None = None,
@@ -138,8 +218,9 @@ class HybridSearcher:
         """Re-order `candidates` by the fusion the policy picks for `query`, scoring only them.
 
         Candidates the index holds are scored by its BM25 and its stored vectors. Candidates it lacks
-        are scored from the `product` they carry; then every candidate is scored by BM25 over the
-        candidate pool so that the lexical scores stay comparable. A candidate neither indexed nor
+        are scored from the `product` they carry, by BM25 with the index's statistics (document
+        frequencies, average field lengths: as if they were indexed, so scores stay comparable with the
+        indexed candidates and with search) and by encoding their text. A candidate neither indexed nor
         carrying a product cannot be scored: it stays in the hits, ranked after every scored candidate
         in its original order, and is listed in `unscored` with the reason (never silently scored 0). Scores that the
         other engine sent form a third leg, `engine`, weighted by `engine_weight` (0: shown, not counted).
@@ -158,7 +239,12 @@ class HybridSearcher:
         unscored = tuple(Unscored(pid, "not in the index, and " + (c.note or "it carries no title or text"))
                          for pid, c in unique.items() if pid not in known and pid not in extra)
 
-        lexical_scores = self._pool_lexical(query, known, extra) if extra else self.lexical.score(query, list(known))
+        lexical_scores = self.lexical.score(query, list(known))
+        if extra:  # scored with the index's statistics, as if they were indexed
+            from ranker.features import FIELD_BOOSTS
+
+            totals = self.lexical.score_products(query, list(extra.values())) @ FIELD_BOOSTS
+            lexical_scores.update((pid, float(total)) for pid, total in zip(extra, totals, strict=True) if total > 0)
         dense_scores = self.vectors.score(vector, list(known))
         if extra:
             texts = [p.embedding_text() for p in extra.values()]
@@ -173,7 +259,13 @@ class HybridSearcher:
             fusion = fusion.__class__(**{**fusion.__dict__,
                                          "extra_weights": {**fusion.extra_weights, ENGINE_LEG: engine_weight}})
         fused = fuse(legs, fusion, order=order)
-        results = self._results(query, fused, replace(decision, row=row), "rerank", explain, extra)
+        unscorable = {u.product_id for u in unscored}
+        scorable = [f for f in fused if f.product_id not in unscorable]
+        learned = self._learned(query, vector, decision, legs, scorable, options, explain, None, extra=extra,
+                                dense=dense_scores)
+        if learned is not None:  # the ranker orders what can be scored; the rest stays last, in its order
+            fused = learned.fused + [f for f in fused if f.product_id in unscorable]
+        results = self._results(query, fused, replace(decision, row=row), "rerank", explain, extra, learned)
         info = {**results.fusion, "mode": "rerank", "candidates": len(unique), "indexed": len(known),
                 "scored_from_text": len(extra), "unscorable": len(unscored)}
         warnings = results.warnings
@@ -183,18 +275,15 @@ class HybridSearcher:
                          " source field that holds it with `fields`",)
         return replace(results, fusion=info, warnings=warnings, unscored=unscored)
 
-    def _pool_lexical(self, query: str, known: dict[str, Product], extra: dict[str, Product]) -> dict[str, float]:
-        from indexer.stores.tantivy_store import pool_index
 
-        analyzer = self.manifest.lexical.get("analyzer", "english")
-        if analyzer not in ("english", "standard"):
-            analyzer = "english"
-        with tempfile.TemporaryDirectory(prefix="shopfusion-pool-") as tmp:
-            pool = pool_index(list(known.values()) + list(extra.values()), analyzer, tmp)
-            try:
-                return pool.score(query, list(known) + list(extra))
-            finally:
-                pool.close()
+@dataclass(frozen=True)
+class _Learned:
+    """What the ranking stage did to one result list."""
+
+    ranker: LearnedRanker
+    fused: list[Fused]
+    contributions: Mapping[str, tuple[FeatureContribution, ...]]
+    warnings: list[str]
 
 
 def _ranked(scores: dict[str, float]) -> list[LegHit]:

@@ -83,6 +83,9 @@ class SearchSettings:
     `none` (rules only) or the directory of a model written by `shopfusion train intent`. An explicitly
     given model trained on another encoder than the index's is refused; the shipped one falls back to the
     rules with a warning in the results."""
+    ranker: str = "none"
+    """Learned ranking stage after fusion: `none`, or the directory of a ranker written by
+    `shopfusion train ranker` (it then orders the union of both legs' candidates)."""
 
 
 @dataclass(frozen=True)
