@@ -55,7 +55,7 @@ class LazyGroup(click.Group):
                 formatter.write_dl(sorted(rows))
 
 
-@click.group(cls=LazyGroup, lazy={"train": ("trainer.cli", "train", "Train and adapt encoders, intent models and fusion policies.")},
+@click.group(cls=LazyGroup, lazy={"train": ("trainer.cli", "train", "Train and adapt encoders, intent models, fusion policies and learned rankers.")},
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="SHOPFUSION_CONFIG",
               help="TOML config file (default: ./shopfusion.toml when present; env SHOPFUSION_CONFIG).")
@@ -233,6 +233,10 @@ def fusion_options(func: Any) -> Any:
     return func
 
 
+RANKER_OPTION = click.option(
+    "--ranker", help="Learned ranker directory (from `shopfusion train ranker`), or `none` (default: search.ranker).")
+
+
 @main.command()
 @click.argument("query")
 @INDEX_OPTION
@@ -242,12 +246,14 @@ def fusion_options(func: Any) -> Any:
 @fusion_options
 @click.option("--depth", type=click.IntRange(min=1), help="Candidates per leg before fusion.")
 @click.option("--mode", type=click.Choice(["hybrid", "lexical", "dense"]), default="hybrid", show_default=True)
-@click.option("--explain", is_flag=True, help="Show each leg's raw and normalised score and contribution.")
+@RANKER_OPTION
+@click.option("--explain", is_flag=True,
+              help="Show each leg's raw and normalised score and contribution (and the ranker's top features).")
 @JSON_OPTION
 @click.pass_context
 def search(ctx: click.Context, query: str, index_dir: str, k: int | None, filters: tuple[str, ...],
            intent_model: str | None, policy: str | None, fusion: str | None, alpha: float | None, normalization: str | None, rrf_k: float | None,
-           depth: int | None, mode: str, explain: bool, as_json: bool) -> None:
+           depth: int | None, mode: str, ranker: str | None, explain: bool, as_json: bool) -> None:
     """Search the index for QUERY with BM25 and dense retrieval fused."""
     from shopfusion.client import Client
 
@@ -255,7 +261,7 @@ def search(ctx: click.Context, query: str, index_dir: str, k: int | None, filter
     parsed = _run(lambda: parse_filters(filters))
     results = _run(lambda: Client(index_dir, settings=settings).search(
         query, k=k, filters=parsed, fusion=fusion, alpha=alpha, normalization=normalization, rrf_k=rrf_k,
-        depth=depth, mode=mode, explain=explain))  # type: ignore[arg-type]
+        depth=depth, mode=mode, explain=explain, ranker=ranker))  # type: ignore[arg-type]
     _emit(as_json, results.to_dict(), format_results(results, explain))
 
 
@@ -270,6 +276,8 @@ def format_results(results: Any, explain: bool) -> str:
     lines.append(header)
     if explain and results.intent is not None and results.intent.policy:
         lines.extend(_explain_policy(results.intent))
+    if explain and fusion.get("ranker"):
+        lines.append(f"  ranker: {json.dumps(fusion['ranker'], default=str)}")
     if results.message:
         lines.append(f"  {results.message}")
     for warning in getattr(results, "warnings", ()):
@@ -287,6 +295,10 @@ def format_results(results: Any, explain: bool) -> str:
                 rank = "-" if score.rank is None else str(score.rank)
                 lines.append(f"       {leg:<8} raw {raw:>9}  norm {norm:>7}  rank {rank:>4}"
                              f"  contribution {score.contribution:.4f}")
+        if explain and getattr(hit, "contributions", None):
+            lines.append("       ranker   " + ", ".join(
+                f"{c.feature}{'' if c.value is None else f'={c.value:.3g}'} {c.contribution:+.3f}"
+                for c in hit.contributions))
     return "\n".join(lines)
 
 
@@ -342,13 +354,15 @@ def parse_fields(values: tuple[str, ...]) -> dict[str, list[str]] | None:
 @fusion_options
 @click.option("--engine-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Weight of the other engine's scores as a third leg (0: shown, not counted).")
-@click.option("--explain", is_flag=True, help="Show each leg's raw and normalised score and contribution.")
+@RANKER_OPTION
+@click.option("--explain", is_flag=True,
+              help="Show each leg's raw and normalised score and contribution (and the ranker's top features).")
 @JSON_OPTION
 @click.pass_context
 def rerank(ctx: click.Context, query: str, index_dir: str, candidates_path: str, field_specs: tuple[str, ...],
            intent_model: str | None, policy: str | None, fusion: str | None,
            alpha: float | None, normalization: str | None, rrf_k: float | None, engine_weight: float,
-           explain: bool, as_json: bool) -> None:
+           ranker: str | None, explain: bool, as_json: bool) -> None:
     """Re-rank another engine's results for QUERY (scoring only those candidates)."""
     from shopfusion.client import Client
 
@@ -357,7 +371,7 @@ def rerank(ctx: click.Context, query: str, index_dir: str, candidates_path: str,
     items = _run(lambda: read_candidates(candidates_path))
     results = _run(lambda: Client(index_dir, settings=settings).rerank(
         query, items, fusion=fusion, alpha=alpha, normalization=normalization, rrf_k=rrf_k, explain=explain,
-        engine_weight=engine_weight, fields=fields))
+        engine_weight=engine_weight, fields=fields, ranker=ranker))
     _emit(as_json, results.to_dict(), format_results(results, explain))
 
 
@@ -370,40 +384,100 @@ def rerank(ctx: click.Context, query: str, index_dir: str, candidates_path: str,
               help="Judgments: TSV query_id<TAB>product_id<TAB>grade (with header) or TREC qrels.")
 @click.option("--mode", type=click.Choice(["corpus", "pool"]), default="corpus", show_default=True,
               help="corpus: search the whole catalog; pool: re-rank each query's judged products.")
-@click.option("--run", "runs", multiple=True, type=click.Choice(["hybrid", "lexical", "dense"]),
-              help="Which rankings to evaluate (repeatable; default hybrid).")
+@click.option("--run", "runs", multiple=True, type=click.Choice(["hybrid", "fusion", "ranker", "lexical", "dense"]),
+              help="Which rankings to evaluate (repeatable; default hybrid). fusion: hybrid without the learned"
+                   " ranker; ranker: hybrid with it (--ranker or search.ranker). The first run is the baseline.")
+@click.option("--trec", "trec_runs", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Also evaluate an external TREC run file (repeatable; named by its file name).")
 @fusion_options
+@RANKER_OPTION
+@click.option("--metric", "metrics", multiple=True,
+              help="A ranx metric, e.g. ndcg@10, recall@100, mrr, map@100, precision@5 (repeatable;"
+                   " default ndcg@10, recall@100, mrr).")
+@click.option("--stat-test", type=click.Choice(["student", "fisher", "tukey"]), default="student", show_default=True,
+              help="Paired significance test between runs (ranx compare).")
+@click.option("--max-p", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="A difference is marked significant below this p-value.")
+@click.option("--per-query", is_flag=True, help="Also print each query's metric values per run.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N judged queries.")
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Write TREC run files here.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @JSON_OPTION
 @click.pass_context
 def eval_command(ctx: click.Context, index_dir: str, queries: str, qrels: str, mode: str, runs: tuple[str, ...],
-                 intent_model: str | None, policy: str | None, fusion: str | None, alpha: float | None, normalization: str | None, rrf_k: float | None,
-                 limit: int | None, run_dir: str | None, progress: bool | None, as_json: bool) -> None:
-    """Evaluate nDCG@10, Recall@100 and MRR over judged queries."""
+                 trec_runs: tuple[str, ...], intent_model: str | None, policy: str | None, fusion: str | None,
+                 alpha: float | None, normalization: str | None, rrf_k: float | None, ranker: str | None,
+                 metrics: tuple[str, ...], stat_test: str, max_p: float, per_query: bool, limit: int | None,
+                 run_dir: str | None, progress: bool | None, as_json: bool) -> None:
+    """Evaluate runs over judged queries, with paired significance tests between them.
+
+    \b
+    Compare the learned ranker with plain fusion and an external engine's run:
+      shopfusion eval --index DIR --queries q.jsonl --qrels j.tsv --run fusion --run ranker \\
+          --ranker models/ranker --trec other.trec --metric ndcg@10 --metric mrr
+    """
     from shopfusion.client import Client
-    from shopfusion.evaluation import load_qrels, load_queries
+    from shopfusion.evaluation import load_qrels, load_queries, load_trec_run
 
     settings = _run(lambda: _settings(ctx, search=dict(intent_model=intent_model, policy=policy)))
     query_map = _run(lambda: load_queries(queries))
     judgments = _run(lambda: load_qrels(qrels))
+    from pathlib import Path
+
+    external = {Path(path).name.split(".")[0] or Path(path).name: _run(lambda p=path: load_trec_run(p))
+                for path in trec_runs}
     if limit:
         query_map = dict(list((q, t) for q, t in query_map.items() if q in judgments)[:limit])
     show = sys.stderr.isatty() if progress is None else progress
     options: dict[str, Any] = {key: v for key, v in dict(fusion=fusion, alpha=alpha, normalization=normalization,
-                                         rrf_k=rrf_k).items() if v is not None}
+                                         rrf_k=rrf_k, ranker=ranker).items() if v is not None}
     report = _run(lambda: Client(index_dir, settings=settings).evaluate(
-        query_map, judgments, mode=mode, runs=runs or ("hybrid",), run_dir=run_dir, progress=show,  # type: ignore[arg-type]
-        **options))
-    lines = [f"{report['queries']} judged queries, {mode} mode"]
-    lines.append(f"{'run':<8} {'nDCG@10':>8} {'R@100':>8} {'MRR':>8}")
-    for name, metrics in report["runs"].items():
-        lines.append(f"{name:<8} {metrics['ndcg@10']:8.4f} {metrics['recall@100']:8.4f} {metrics['mrr']:8.4f}")
+        query_map, judgments, mode=mode, runs=runs or (() if external else ("hybrid",)),  # type: ignore[arg-type]
+        run_dir=run_dir, progress=show, metrics=list(metrics) or None, external=external, per_query=per_query,
+        stat_test=stat_test, max_p=max_p, **options))
+    _emit(as_json, report, format_evaluation(report))
+
+
+def format_evaluation(report: dict[str, Any]) -> str:
+    """The metric table (significance against the first run marked), then per-query values if present."""
+    names = list(report["runs"])
+    metrics = list(report["metrics"])
+    comparisons = report.get("comparisons", {})
+    p_values = comparisons.get("p_values", {})
+    max_p = comparisons.get("max_p", 0.01)
+    width = max([len(n) for n in names] + [8])
+    lines = [f"{report['queries']} judged queries, {report['mode']} mode; paired {comparisons.get('stat_test')}"
+             f" test against {names[0]!r} (* p < {max_p:g})"]
+    lines.append(f"{'run':<{width}} " + " ".join(f"{m:>18}" for m in metrics))
+    base = report["runs"][names[0]]
+    for name in names:
+        cells = []
+        for metric in metrics:
+            value = report["runs"][name][metric]
+            cell = f"{value:.4f}"
+            if name != names[0]:
+                p = p_values.get(name, {}).get(names[0], {}).get(metric)
+                delta = value - base[metric]
+                mark = "*" if p is not None and p < max_p else " "
+                cell += f" {delta:+.4f}{mark}" + ("" if p is None else f" p={p:.1g}")
+            cells.append(f"{cell:>18}" if name == names[0] else cell)
+        lines.append(f"{name:<{width}} " + "  ".join(cells))
     models = report.get("models", {})
-    lines.append(f"index {models.get('index_version')}, encoder {models.get('encoder')}, policy {models.get('policy')}")
+    index = report.get("setup", {}).get("index", {})
+    intent = models.get("intent_model") or {}
+    lines.append(f"index {index.get('path', '')} ({models.get('index_version')}), encoder {models.get('encoder')},"
+                 f" lexical {index.get('lexical')}; intent model {intent.get('id') if isinstance(intent, dict) else intent},"
+                 f" policy {models.get('policy')}" + (f"; ranker {models['ranker']['path']}" if models.get("ranker") else ""))
     lines += [f"warning: {w}" for w in report.get("warnings", [])]
-    _emit(as_json, report, "\n".join(lines))
+    per_query = report.get("per_query")
+    if per_query:
+        lines.append("")
+        lines.append("query\t" + "\t".join(f"{name}:{metric}" for name in names for metric in metrics))
+        queries = sorted({q for values in per_query[names[0]].values() for q in values})
+        for qid in queries:
+            lines.append(qid + "\t" + "\t".join(f"{per_query[name][metric].get(qid, 0.0):.4f}"
+                                                  for name in names for metric in metrics))
+    return "\n".join(lines)
 
 
 # -- verify, versions, rollback ---------------------------------------------------------------------

@@ -72,30 +72,32 @@ class Client:
     def search(self, query: str, *, k: int | None = None, filters: Filters | None = None,
                fusion: str | None = None, alpha: float | None = None, normalization: str | None = None,
                rrf_k: float | None = None, depth: int | None = None, mode: Mode = "hybrid",
-               explain: bool = False) -> Results:
-        """Hybrid search; `fusion`, `alpha`, ... override the policy's choice for this call."""
+               explain: bool = False, ranker: str | None = None) -> Results:
+        """Hybrid search; `fusion`, `alpha`, ... override the policy's choice for this call, `ranker` (a
+        trained ranker's directory, or `none`) the `search.ranker` setting."""
         from ranker.searcher import SearchOptions
 
         self._check(query, k=k, depth=depth)
-        options = SearchOptions(fusion, alpha, normalization, rrf_k, depth)
+        options = SearchOptions(fusion, alpha, normalization, rrf_k, depth, ranker)
         return self.searcher.search(query, k=k, filters=filters, options=options, mode=mode, explain=explain)
 
     def rerank(self, query: str, candidates: Sequence[Candidate | str | Mapping[str, Any]] | Mapping[str, Any], *,
                fusion: str | None = None, alpha: float | None = None, normalization: str | None = None,
                rrf_k: float | None = None, explain: bool = False, engine_weight: float = 0.0,
-               fields: Mapping[str, Any] | None = None) -> Results:
+               fields: Mapping[str, Any] | None = None, ranker: str | None = None) -> Results:
         """Re-order another engine's results for `query`; see `HybridSearcher.rerank`.
 
         `candidates` is a list (ids, `Candidate`s or objects with `id`), or an Elasticsearch/OpenSearch
         `_search` or Solr response body as it came; `fields` maps product fields to source fields
-        (`shopfusion.candidates`). Candidates that cannot be scored are listed in `Results.unscored`."""
+        (`shopfusion.candidates`). Candidates that cannot be scored are listed in `Results.unscored`.
+        `ranker`: a trained ranker's directory, or `none`, for this call (default `search.ranker`)."""
         from ranker.searcher import SearchOptions
         from shopfusion.candidates import candidate_items, parse_candidates
 
         items, _ = candidate_items(candidates)
         self._check(query, candidates=len(items))
         parsed = parse_candidates(candidates, fields, max_field_chars=self.settings.index.max_field_chars)
-        options = SearchOptions(fusion, alpha, normalization, rrf_k)
+        options = SearchOptions(fusion, alpha, normalization, rrf_k, ranker=ranker)
         return self.searcher.rerank(query, parsed.candidates, options=options, explain=explain,
                                     engine_weight=engine_weight)
 
@@ -103,12 +105,26 @@ class Client:
                  qrels: str | os.PathLike[str] | Mapping[str, Mapping[str, float]], *,
                  mode: EvalMode = "corpus", runs: Iterable[str] = ("hybrid",), k: int = 100,
                  run_dir: str | os.PathLike[str] | None = None, progress: bool = False,
+                 metrics: Sequence[str] | None = None, external: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+                 per_query: bool = False, stat_test: str = "student", max_p: float = 0.01,
                  **search_options: Any) -> dict[str, Any]:
-        """nDCG@10, Recall@100 and MRR of each run (`hybrid`, `lexical`, `dense`) over judged queries.
+        """Metrics (default nDCG@10, Recall@100, MRR) of each run over judged queries, with paired
+        significance tests between the runs (`shopfusion.evaluation.compare_runs`).
 
+        Runs: `hybrid` (search as configured), `fusion` (hybrid without the learned ranking stage),
+        `ranker` (hybrid with the ranker of `search.ranker` or `ranker=`), `lexical`, `dense`; `external`
+        adds runs computed elsewhere (`{name: {query id: {product id: score}}}`, e.g. a TREC run file).
         `corpus` mode searches the whole catalog; `pool` mode re-ranks each query's judged products.
-        With `run_dir`, TREC run files are written there (`<run>.<mode>.trec`)."""
-        from shopfusion.evaluation import evaluate, load_qrels, load_queries, write_trec_run
+        With `run_dir`, TREC run files are written there (`<run>.<mode>.trec`). The report records the
+        settings, the index's encoder and the models used (`setup`), and per-query values on request."""
+        from shopfusion.evaluation import (
+            DEFAULT_METRICS,
+            compare_runs,
+            evaluate_per_query,
+            load_qrels,
+            load_queries,
+            write_trec_run,
+        )
 
         query_map = dict(queries) if isinstance(queries, Mapping) else load_queries(queries)
         judgments = {q: dict(d) for q, d in qrels.items()} if isinstance(qrels, Mapping) else load_qrels(qrels)
@@ -117,16 +133,36 @@ class Client:
             from shopfusion.errors import QueryError
 
             raise QueryError("no query of the queries file has judgments in the qrels file: check the ids")
-        report: dict[str, Any] = {"mode": mode, "queries": len(judged), "k": k, "runs": {}}
+        metrics = list(metrics or DEFAULT_METRICS)
+        judged_qrels = {q: judgments[q] for q in judged}
+        computed: dict[str, Mapping[str, Mapping[str, float]]] = {}
         warnings: set[str] = set()
         for name in runs:
             run = self._run(name, judged, query_map, judgments, mode, k, progress, search_options, warnings)
-            report["runs"][name] = evaluate(run, {q: judgments[q] for q in judged})
+            computed[name] = run
             if run_dir is not None:
                 Path(run_dir).mkdir(parents=True, exist_ok=True)
                 write_trec_run(run, Path(run_dir) / f"{name}.{mode}.trec", tag=f"shopfusion-{name}")
+        for name, given in (external or {}).items():
+            if name in computed:
+                from shopfusion.errors import QueryError
+
+                raise QueryError(f"two runs are named {name!r}: rename the run file")
+            computed[name] = {q: given.get(q, {}) for q in judged}
+        comparison = compare_runs(computed, judged_qrels, metrics, stat_test=stat_test, max_p=max_p)
+        report: dict[str, Any] = {"mode": mode, "queries": len(judged), "k": k, "metrics": metrics,
+                                  "runs": comparison["means"], "comparisons": comparison}
         report["models"] = self.models()
+        if {"hybrid", "ranker"} & set(runs):
+            from ranker.searcher import SearchOptions
+
+            ranker, _ = self.searcher.ranker(SearchOptions(ranker=search_options.get("ranker")))
+            if ranker is not None:
+                report["models"]["ranker"] = ranker.describe()
+        report["setup"] = self._setup(search_options)
         report["warnings"] = sorted(warnings)
+        if per_query:
+            report["per_query"] = {name: evaluate_per_query(run, judged_qrels, metrics) for name, run in computed.items()}
         return report
 
     def models(self) -> dict[str, Any]:
@@ -136,15 +172,31 @@ class Client:
         return {"index_version": searcher.manifest.version, "encoder": searcher.manifest.model_id,
                 "intent_model": info.get("intent_model"), "policy": info.get("policy", "none")}
 
+    def _setup(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings an evaluation ran with (credentials left out), this call's options and the index."""
+        manifest = self.searcher.manifest
+        return {"settings": self.settings.to_dict(), "options": {k: v for k, v in options.items() if v is not None},
+                "index": {"path": str(self.index_dir), "version": manifest.version, "encoder": manifest.model_id,
+                          "dim": manifest.dim, "lexical": dict(manifest.lexical)}}
+
     def _run(self, name: str, judged: list[str], queries: Mapping[str, str],
              judgments: Mapping[str, Mapping[str, float]], mode: EvalMode, k: int, progress: bool,
              options: Mapping[str, Any], warnings: set[str]) -> dict[str, dict[str, float]]:
         from tqdm.auto import tqdm
 
-        if name not in {"hybrid", "lexical", "dense"}:
+        if name not in {"hybrid", "lexical", "dense", "fusion", "ranker"}:
             from shopfusion.errors import QueryError
 
-            raise QueryError(f"unknown run {name!r}: use hybrid, lexical or dense")
+            raise QueryError(f"unknown run {name!r}: use hybrid, fusion, ranker, lexical or dense")
+        options = dict(options)
+        if name in {"fusion", "lexical", "dense"}:
+            options["ranker"] = "none"
+        elif name == "ranker" and (options.get("ranker") or self.settings.search.ranker) in (None, "", "none"):
+            from shopfusion.errors import QueryError
+
+            raise QueryError("the `ranker` run needs a trained ranker: pass --ranker DIR (or set search.ranker)")
+        if name in {"fusion", "ranker"}:
+            name = "hybrid"
         run: dict[str, dict[str, float]] = {}
         for qid in tqdm(judged, desc=f"{name} ({mode})", disable=not progress, leave=False):
             if mode == "corpus":

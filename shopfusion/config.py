@@ -91,6 +91,9 @@ class SearchSettings:
     on_leg_failure: Literal["degrade", "fail"] = "degrade"
     """When one retrieval leg's engine is down (Elasticsearch unreachable, say): `degrade` answers a hybrid
     search from the other leg with a warning in the results; `fail` raises the backend's error."""
+    ranker: str = "none"
+    """Learned ranking stage after fusion: `none`, or the directory of a ranker written by
+    `shopfusion train ranker` (it then orders the union of both legs' candidates)."""
 
 
 @dataclass(frozen=True)

@@ -140,3 +140,44 @@ def test_http_service_answers_from_the_dense_leg_while_elasticsearch_is_down(  #
         finally:
             disposable_es.start()
         assert degrading.post("/search", {"query": "garden hose", "k": 3}).json() == healthy.json()
+
+
+def test_a_learned_ranker_is_skipped_while_elasticsearch_is_down(  # type: ignore[no-untyped-def]
+        env: dict[str, str], disposable_es, tmp_path: Path) -> None:
+    """The ranking stage reads both legs' features: while the lexical engine is down, search and re-rank
+    answer from the dense leg in fused order and say that the ranker was skipped; once the node is back
+    the ranker applies again."""
+    from indexer.pipeline import run_index
+    from ranker.searcher import HybridSearcher, SearchOptions
+    from shopfusion.config import load_settings
+    from shopfusion.types import Candidate
+    from tests.plugins.catalogs import shop_catalog
+    from trainer.ranker_trainer import RankerParams, judgment_gains, save_ranker, train_ranker
+
+    settings = load_settings(env=env)
+    products, queries, qrels = shop_catalog()
+    run_index(write_jsonl(tmp_path / "c.jsonl", [p.to_dict() for p in products]), tmp_path / "idx", settings=settings)
+    searcher = HybridSearcher(tmp_path / "idx", settings)
+    try:
+        params = RankerParams(num_leaves=7, learning_rate=0.2, rounds=30, early_stopping=10, min_data_in_leaf=5)
+        fitted, _ = train_ranker(searcher, queries, judgment_gains(qrels), params=params, cache_dir=tmp_path / "cache")
+        save_ranker(fitted, tmp_path / "ranker", searcher=searcher, method="lambdarank", data=["shop_catalog"])
+        options = SearchOptions(ranker=str(tmp_path / "ranker"))
+        healthy = searcher.search("makita drill 18 V", k=5, options=options)
+        assert "ranker" in healthy.fusion and healthy.warnings == ()
+        candidates = [Candidate(h.product_id) for h in healthy.hits]
+
+        disposable_es.stop()
+        try:
+            for results in (searcher.search("makita drill 18 V", k=5, options=options),
+                            searcher.rerank("makita drill 18 V", candidates, options=options)):
+                assert results.hits and "ranker" not in results.fusion
+                assert len(results.warnings) == 2, results.warnings
+                assert "lexical leg is down" in results.warnings[0]
+                assert "learned ranker is skipped" in results.warnings[1]
+        finally:
+            disposable_es.start()
+        again = searcher.search("makita drill 18 V", k=5, options=options)
+        assert "ranker" in again.fusion and again.warnings == () and again.hits == healthy.hits
+    finally:
+        searcher.close()
