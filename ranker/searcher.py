@@ -6,14 +6,20 @@ breakdown when `explain`). `HybridSearcher.rerank`: the same policy and fusion o
 list only; candidates the index lacks are scored from the text they come with, with the index's
 statistics. With a learned ranker configured (`search.ranker`, or per call), the ranking stage
 (`ranker.stage`) then orders all fused candidates.
+
+When one leg's engine is down (a `BackendError`: Elasticsearch unreachable, say), a hybrid search or
+re-rank answers from the other leg and says so in `Results.warnings`, unless `search.on_leg_failure` is
+`fail` (see `_call_leg`); a single-leg search whose engine is down fails with the backend's error. A
+learned ranker reads both legs' features, so it is skipped (and said) while a leg is down.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
@@ -21,12 +27,12 @@ from indexer.docstore import ProductStore
 from indexer.manifest import IndexDirectory, Manifest
 from indexer.stores import LexicalIndex, open_lexical
 from indexer.stores.faiss_store import FaissVectorIndex
-from ranker.fusion import Fused, fuse
+from ranker.fusion import Fused, FusionConfig, fuse
 from ranker.policy import Decision, Policy, PolicyRow, load_policy
 from shopfusion.artifacts import EncoderRef
 from shopfusion.config import Settings
 from shopfusion.encoders import Encoder, load_encoder
-from shopfusion.errors import QueryError
+from shopfusion.errors import BackendError, IndexStateError, QueryError
 from shopfusion.types import (
     Candidate,
     FeatureContribution,
@@ -45,6 +51,7 @@ if TYPE_CHECKING:
     from ranker.stage import RankingStage
 
 Mode = Literal["hybrid", "lexical", "dense"]
+_LegResult = TypeVar("_LegResult")
 ENGINE_LEG = "engine"
 
 
@@ -87,6 +94,11 @@ class HybridSearcher:
             create=False, engine=lexical_info["engine"], analyzer=lexical_info.get("analyzer"))
         self.vectors = FaissVectorIndex(version_dir / "vectors", ef_search=self.settings.index.hnsw_ef_search,
                                         nprobe=self.settings.index.ivf_nprobe)
+        try:
+            _refuse_damaged(version_dir, self.manifest, self.vectors)
+        except IndexStateError:
+            self.close()
+            raise
         self.encoder: Encoder = load_encoder(self.manifest.model, self.settings.index.device)
         self.policy = policy or load_policy(self.settings, EncoderRef(self.manifest.model_id, self.manifest.dim))
         self._stage: RankingStage | None = None
@@ -110,28 +122,59 @@ class HybridSearcher:
         row = decision.row
         if not row.search:  # only where a deployment's policy opted in to withholding this intent
             return Results(query, (), row.fusion.to_dict(), decision.intent, decision.message, decision.warnings)
-        legs = self.retrieve(query, vector, max(row.depth, k), filters, mode)
+        warnings: list[str] = []
+        legs = self.retrieve(query, vector, max(row.depth, k), filters, mode, warnings=warnings)
         learned: _Learned | None = None
         if mode == "hybrid":
-            fused = fuse(legs, row.fusion)
+            fused = fuse(legs, _surviving(row.fusion, legs))
             assert vector is not None
-            learned = self._learned(query, vector, decision, legs, fused, options, explain, k)
+            if not warnings:
+                learned = self._learned(query, vector, decision, legs, fused, options, explain, k)
+            else:
+                warnings += self._ranker_skipped(options)
             fused = (learned.fused if learned else fused)[:k]
         else:
             fused = [Fused(h.product_id, h.score, {mode: LegScore(h.score, None, h.rank, h.score)})
                      for h in legs[mode][:k]]
-        return self._results(query, fused, decision, mode, explain, {}, learned)
+        results = self._results(query, fused, decision, mode, explain, {}, learned)
+        return dataclasses.replace(results, warnings=(*results.warnings, *warnings)) if warnings else results
 
     def retrieve(self, query: str, vector: np.ndarray | None, depth: int, filters: Filters | None = None,
-                 mode: Mode = "hybrid") -> dict[str, list[LegHit]]:
-        """Each leg's top `depth` among the products matching `filters` (the same filters on both)."""
+                 mode: Mode = "hybrid", *, warnings: list[str] | None = None) -> dict[str, list[LegHit]]:
+        """Each leg's top `depth` among the products matching `filters` (the same filters on both).
+
+        With `warnings` (a hybrid search), a leg whose engine is down is left out and said there (see
+        `_call_leg`); without it (training, benchmarks) the `BackendError` stands."""
         legs: dict[str, list[LegHit]] = {}
         if mode in ("hybrid", "lexical"):
-            legs["lexical"] = self.lexical.search(query, depth, filters)
+            legs.update(self._call_leg("lexical", lambda: self.lexical.search(query, depth, filters), mode, warnings))
         if mode in ("hybrid", "dense"):
             assert vector is not None
-            legs["dense"] = self.vectors.search(vector, depth, filters)
+            legs.update(self._call_leg("dense", lambda: self.vectors.search(vector, depth, filters), mode, warnings))
         return legs
+
+    def _call_leg(self, leg: str, call: Callable[[], _LegResult], mode: str,
+                  warnings: list[str] | None) -> dict[str, _LegResult]:
+        """`{leg: call()}`, or `{}` with a warning when the leg's engine is down and the other leg can
+        answer (hybrid modes, `search.on_leg_failure = "degrade"`); otherwise the `BackendError` stands."""
+        try:
+            return {leg: call()}
+        except BackendError as exc:
+            if (warnings is None or warnings or mode not in ("hybrid", "rerank")
+                    or self.settings.search.on_leg_failure == "fail"):
+                raise
+            other = "dense" if leg == "lexical" else "lexical"
+            warnings.append(f"the {leg} leg is down, results come from the {other} leg only ({exc}); set"
+                            " search.on_leg_failure = \"fail\" to get an error instead")
+            return {}
+
+    def _ranker_skipped(self, options: SearchOptions | None) -> list[str]:
+        """The warning for a configured learned ranker that a leg outage leaves out (it reads both legs)."""
+        ranker, _ = self.ranker(options)
+        if ranker is None:
+            return []
+        return ["the learned ranker is skipped while a leg is down (it reads both legs): results are in fused"
+                " order"]
 
     def _decide(self, query: str, vector: np.ndarray | None, options: SearchOptions | None) -> Decision:
         """The policy's decision, with this call's options applied over it (and named in `--explain`)."""
@@ -239,20 +282,16 @@ class HybridSearcher:
         unscored = tuple(Unscored(pid, "not in the index, and " + (c.note or "it carries no title or text"))
                          for pid, c in unique.items() if pid not in known and pid not in extra)
 
-        lexical_scores = self.lexical.score(query, list(known))
-        if extra:  # scored with the index's statistics, as if they were indexed
-            from ranker.features import FIELD_BOOSTS
-
-            totals = self.lexical.score_products(query, list(extra.values())) @ FIELD_BOOSTS
-            lexical_scores.update((pid, float(total)) for pid, total in zip(extra, totals, strict=True) if total > 0)
+        warnings: list[str] = []
+        lexical_leg = self._call_leg("lexical", lambda: self._lexical_scores(query, known, extra), "rerank", warnings)
         dense_scores = self.vectors.score(vector, list(known))
         if extra:
             texts = [p.embedding_text() for p in extra.values()]
             extra_vectors = self.encoder.encode(texts)
             dense_scores.update(zip(extra, (extra_vectors @ vector).tolist(), strict=True))
-        legs = {"lexical": _ranked(lexical_scores), "dense": _ranked(dense_scores)}
+        legs = {name: _ranked(scores) for name, scores in (*lexical_leg.items(), ("dense", dense_scores))}
         row = decision.row
-        fusion = row.fusion
+        fusion = _surviving(row.fusion, legs)
         engine_scores = {pid: c.score for pid, c in unique.items() if c.score is not None}
         if engine_scores:
             legs[ENGINE_LEG] = _ranked(engine_scores)  # type: ignore[arg-type]
@@ -261,19 +300,35 @@ class HybridSearcher:
         fused = fuse(legs, fusion, order=order)
         unscorable = {u.product_id for u in unscored}
         scorable = [f for f in fused if f.product_id not in unscorable]
-        learned = self._learned(query, vector, decision, legs, scorable, options, explain, None, extra=extra,
-                                dense=dense_scores)
+        learned = None
+        if not warnings:
+            learned = self._learned(query, vector, decision, legs, scorable, options, explain, None, extra=extra,
+                                    dense=dense_scores)
+        else:
+            warnings += self._ranker_skipped(options)
         if learned is not None:  # the ranker orders what can be scored; the rest stays last, in its order
             fused = learned.fused + [f for f in fused if f.product_id in unscorable]
         results = self._results(query, fused, replace(decision, row=row), "rerank", explain, extra, learned)
         info = {**results.fusion, "mode": "rerank", "candidates": len(unique), "indexed": len(known),
                 "scored_from_text": len(extra), "unscorable": len(unscored)}
-        warnings = results.warnings
+        said = (*results.warnings, *warnings)
         if unscored:
-            warnings += (f"{len(unscored)} of {len(unique)} candidates could not be scored and are ranked last"
-                         " in their original order (see `unscored`): send their title or text, or name the"
-                         " source field that holds it with `fields`",)
-        return replace(results, fusion=info, warnings=warnings, unscored=unscored)
+            said += (f"{len(unscored)} of {len(unique)} candidates could not be scored and are ranked last"
+                     " in their original order (see `unscored`): send their title or text, or name the"
+                     " source field that holds it with `fields`",)
+        return replace(results, fusion=info, warnings=said, unscored=unscored)
+
+    def _lexical_scores(self, query: str, known: Mapping[str, Product], extra: Mapping[str, Product]
+                        ) -> dict[str, float]:
+        """BM25 of the indexed candidates; those the index lacks are scored with the index's statistics,
+        as if they were indexed."""
+        scores = self.lexical.score(query, list(known))
+        if extra:
+            from ranker.features import FIELD_BOOSTS
+
+            totals = self.lexical.score_products(query, list(extra.values())) @ FIELD_BOOSTS
+            scores.update((pid, float(total)) for pid, total in zip(extra, totals, strict=True) if total > 0)
+        return scores
 
 
 @dataclass(frozen=True)
@@ -289,3 +344,23 @@ class _Learned:
 def _ranked(scores: dict[str, float]) -> list[LegHit]:
     ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
     return [LegHit(pid, float(score), rank) for rank, (pid, score) in enumerate(ordered, start=1)]
+
+
+def _surviving(fusion: FusionConfig, legs: Mapping[str, Sequence[LegHit]]) -> FusionConfig:
+    """The fusion for the legs that answered: a retrieval leg that is down leaves all the weight to the
+    other (so alpha = 0 or 1 cannot zero every weight)."""
+    missing = {"lexical", "dense"} - set(legs)
+    if not missing or len(missing) == 2:
+        return fusion
+    (present,) = {"lexical", "dense"} - missing
+    return dataclasses.replace(fusion, extra_weights={**fusion.extra_weights, present: 1.0})
+
+
+def _refuse_damaged(version_dir: Path, manifest: Manifest, vectors: FaissVectorIndex) -> None:
+    """Never answer from a visibly damaged version (wrong products are worse than an error)."""
+    from indexer.integrity import quick_check
+
+    problems = quick_check(version_dir, manifest, vectors.ordered_ids())
+    if problems:
+        raise IndexStateError(f"version {manifest.version} is damaged ({'; '.join(problems[:3])}): run"
+                              " `shopfusion verify --repair`, or `shopfusion rollback` to the previous version")

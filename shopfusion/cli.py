@@ -1,13 +1,16 @@
 """The `shopfusion` command line: a thin click layer over `shopfusion.Client`.
 
 Heavy modules (torch, tantivy, faiss) are imported inside commands, so `--help` is instant. Every command
-takes `--json` for one machine-readable JSON document on stdout; errors go to stderr with a non-zero
-exit code and a message that says how to fix them.
+takes `--json` for one machine-readable JSON document on stdout, written by `shopfusion.serialization`
+(never a bare NaN or Infinity: non-finite numbers are `null`); errors go to stderr with a non-zero exit
+code (the table is in `shopfusion.errors`) and a message that says how to fix them. An unexpected
+exception is reported in one line too (exit 1); `SHOPFUSION_DEBUG=1` shows its traceback.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -85,11 +88,21 @@ def _run(action: Any) -> Any:
     except ShopfusionError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except (click.exceptions.Exit, click.ClickException, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a bug, or an OS failure (disk full): one line, not a traceback
+        if os.environ.get("SHOPFUSION_DEBUG"):
+            raise
+        click.echo(f"error: unexpected {type(exc).__name__}: {exc} (a bug or a system failure: rerun with"
+                   " SHOPFUSION_DEBUG=1 for the traceback and report it)", err=True)
+        sys.exit(1)
 
 
 def _emit(as_json: bool, data: Any, text: str) -> None:
     if as_json:
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+        from shopfusion.serialization import dumps
+
+        click.echo(dumps(data))
     else:
         click.echo(text)
 
@@ -103,6 +116,8 @@ def _emit(as_json: bool, data: Any, text: str) -> None:
 @click.option("--max-rejects", type=click.IntRange(min=0),
               help="Fail, leaving the index unchanged, once more than N records are rejected.")
 @click.option("--replace", is_flag=True, help="The catalog is the whole truth: delete products it lacks.")
+@click.option("--allow-shrink", is_flag=True,
+              help="Publish even an empty version or one dropping more than index.max_shrink of the products.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]),
               help="Catalog format (default: from the file name).")
 @click.option("--model", help="Encoder: `default` (packaged all-MiniLM-L6-v2) or a local model directory.")
@@ -113,13 +128,15 @@ def _emit(as_json: bool, data: Any, text: str) -> None:
 @JSON_OPTION
 @click.pass_context
 def index(ctx: click.Context, catalog: str, index_dir: str, rejects: str | None, max_rejects: int | None,
-          replace: bool, fmt: str | None, model: str | None, executor: str | None, lexical: str | None,
-          vector_index: str | None, progress: bool | None, as_json: bool) -> None:
+          replace: bool, allow_shrink: bool, fmt: str | None, model: str | None, executor: str | None,
+          lexical: str | None, vector_index: str | None, progress: bool | None, as_json: bool) -> None:
     """Index CATALOG (JSONL, CSV or Parquet) into both the BM25 and the vector index.
 
     Re-running is incremental (unchanged products are not re-embedded) and an interrupted run resumes
     where it stopped. Rejected records go to the rejects file with their line and reason; the run
-    still exits 0 unless --max-rejects is exceeded.
+    still exits 0 unless --max-rejects is exceeded (exit 4). A version that would be empty or drop more
+    than index.max_shrink of the live products is not published (exit 7) unless --allow-shrink; products
+    that could not be embedded are reported and the exit code is 8.
     """
     from shopfusion.client import Client
 
@@ -127,16 +144,39 @@ def index(ctx: click.Context, catalog: str, index_dir: str, rejects: str | None,
                                                       vector_index=vector_index)))
     show = sys.stderr.isatty() if progress is None else progress
     summary = _run(lambda: Client(index_dir, settings=settings).index(
-        catalog, rejects=rejects, max_rejects=max_rejects, replace=replace, fmt=fmt, progress=show))
-    s = summary
+        catalog, rejects=rejects, max_rejects=max_rejects, replace=replace, fmt=fmt, progress=show,
+        allow_shrink=allow_shrink))
+    _emit(as_json, summary.to_dict(), format_summary(summary, catalog, index_dir))
+    _exit_on_embedding_failures(summary)
+
+
+def format_summary(s: Any, catalog: str, index_dir: str) -> str:
     text = (f"indexed {catalog} into {index_dir} ({s.version}) in {s.seconds:.1f}s\n"
             f"  read {s.read}: added {s.added}, updated {s.updated}, unchanged {s.unchanged},"
-            f" duplicates {s.duplicates}, rejected {s.rejected}" + (f", deleted {s.deleted}" if s.deleted else "")
+            + (f" repaired {s.repaired}," if s.repaired else "")
+            + f" duplicates {s.duplicates}, rejected {s.rejected}"
+            + (f", not embedded {s.embedding_failed}" if s.embedding_failed else "")
+            + (f", deleted {s.deleted}" if s.deleted else "")
             + f"\n  embedded {s.embedded} texts (reused {s.reused_vectors}, resumed {s.resumed_vectors});"
             f" {s.total} products in the index")
     if s.rejected:
         text += f"\n  rejects written to {s.rejects_file}"
-    _emit(as_json, s.to_dict(), text)
+    for warning in s.warnings:
+        text += f"\n  warning: {warning}"
+    return text
+
+
+def _exit_on_embedding_failures(summary: Any) -> None:
+    """Exit 8 (after the summary was printed) when products could not be embedded."""
+    failed = summary.embedding_failed + summary.left_out
+    if failed:
+        from shopfusion.errors import EmbeddingError
+
+        first = next(iter(summary.failures.items()))
+        error = EmbeddingError(f"{failed} product(s) could not be embedded (e.g. {first[0]}: {first[1][:300]});"
+                               " the rest was published: run the same command again to retry them")
+        click.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)
 
 
 # -- search -----------------------------------------------------------------------------------------
@@ -440,23 +480,85 @@ def format_evaluation(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# -- verify -----------------------------------------------------------------------------------------
+# -- verify, versions, rollback ---------------------------------------------------------------------
 @main.command()
 @INDEX_OPTION
+@click.option("--repair", is_flag=True,
+              help="Rebuild what is damaged as a new version (from the product store and the catalogs).")
+@click.option("--sample", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also re-encode N random products and compare them with their stored vectors.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars while repairing (default: on a terminal).")
 @JSON_OPTION
 @click.pass_context
-def verify(ctx: click.Context, index_dir: str, as_json: bool) -> None:
-    """Check that the manifest, the product store and both indexes agree; exit 1 on any drift."""
+def verify(ctx: click.Context, index_dir: str, repair: bool, sample: int, progress: bool | None,
+           as_json: bool) -> None:
+    """Check the live version: file checksums, product and vector integrity, id maps, counts.
+
+    Exit 1 when anything is damaged or drifted (each problem is named). With --repair, the damaged parts
+    are rebuilt into a new version and the exit code says whether the index is now sound.
+    """
     from shopfusion.client import Client
 
     settings = _run(lambda: _settings(ctx))
-    report = _run(lambda: Client(index_dir, settings=settings).verify())
-    text = f"{index_dir} ({report.version}): " + ("ok" if report.ok else "DRIFT")
-    text += "\n  counts: " + ", ".join(f"{k} {v}" for k, v in report.counts.items())
-    text += "".join(f"\n  - {problem}" for problem in report.problems)
-    _emit(as_json, report.to_dict(), text)
-    if not report.ok:
+    client = Client(index_dir, settings=settings)
+    if repair:
+        show = sys.stderr.isatty() if progress is None else progress
+        repaired = _run(lambda: client.repair(progress=show))
+        text = format_verify(repaired.before, index_dir, "before repair")
+        if repaired.restored_manifest:
+            text += f"\n  manifest.json restored to {repaired.restored_manifest}"
+        if repaired.summary is not None:
+            text += "\n" + format_summary(repaired.summary, "the intact parts", index_dir)
+        text += "\n" + format_verify(repaired.after, index_dir, "after repair")
+        _emit(as_json, repaired.to_dict(), text)
+        ok = repaired.ok
+    else:
+        report = _run(lambda: client.verify(sample=sample))
+        _emit(as_json, report.to_dict(), format_verify(report, index_dir))
+        ok = report.ok
+    if not ok:
         sys.exit(1)
+
+
+def format_verify(report: Any, index_dir: str, label: str = "") -> str:
+    text = f"{index_dir} ({report.version or '?'})" + (f" {label}" if label else "") + ": " + (
+        "ok" if report.ok else "DAMAGED or DRIFTED")
+    if report.counts:
+        text += "\n  counts: " + ", ".join(f"{k} {v}" for k, v in report.counts.items())
+    text += "".join(f"\n  - {problem}" for problem in report.problems)
+    text += "".join(f"\n  note: {note}" for note in report.notes)
+    return text
+
+
+@main.command()
+@INDEX_OPTION
+@JSON_OPTION
+def versions(index_dir: str, as_json: bool) -> None:
+    """List the kept versions of an index (newest first) with counts and dates."""
+    from indexer.versions import list_versions
+
+    found = _run(lambda: list_versions(index_dir))
+    lines = [f"{'':2}{'version':<9} {'products':>9}  {'created (UTC)':<25} {'lexical':<14} model"]
+    for v in found:
+        d = v.to_dict()
+        lines.append(f"{'*' if v.live else ' ':2}{v.version:<9} {'-' if v.products is None else v.products:>9}  "
+                     f"{d['created'] or '-':<25} {v.lexical or '-':<14} {v.model or v.problem}")
+    _emit(as_json, {"index": index_dir, "versions": [v.to_dict() for v in found]}, "\n".join(lines))
+
+
+@main.command()
+@INDEX_OPTION
+@click.option("--to", "target", help="Version to switch to (default: the one before the live one).")
+@JSON_OPTION
+@click.pass_context
+def rollback(ctx: click.Context, index_dir: str, target: str | None, as_json: bool) -> None:
+    """Switch the index back to a kept version, atomically (both legs: the Elasticsearch alias follows)."""
+    from shopfusion.client import Client
+
+    settings = _run(lambda: _settings(ctx))
+    manifest = _run(lambda: Client(index_dir, settings=settings).rollback(target))
+    _emit(as_json, {"index": index_dir, "version": manifest.version, "products": manifest.counts.get("products")},
+          f"{index_dir} is now at {manifest.version} ({manifest.counts.get('products')} products)")
 
 
 # -- worker -----------------------------------------------------------------------------------------

@@ -22,8 +22,11 @@ from shopfusion.config import Settings, load_settings
 from shopfusion.types import Candidate, Filters, Results
 
 if TYPE_CHECKING:
+    from indexer.manifest import Manifest
     from indexer.pipeline import IndexSummary
+    from indexer.repair import RepairReport
     from indexer.verify import VerifyReport
+    from indexer.versions import VersionInfo
     from ranker.policy import Policy
     from ranker.searcher import HybridSearcher, Mode
     from workers.executor import Executor
@@ -56,13 +59,13 @@ class Client:
 
     def index(self, catalog: str | os.PathLike[str], *, rejects: str | os.PathLike[str] | None = None,
               max_rejects: int | None = None, replace: bool = False, fmt: str | None = None,
-              executor: Executor | None = None, progress: bool = False) -> IndexSummary:
+              executor: Executor | None = None, progress: bool = False, allow_shrink: bool = False) -> IndexSummary:
         """Index a catalog (JSONL, CSV or Parquet); see `indexer.pipeline.run_index`."""
         from indexer.pipeline import run_index
 
         summary = run_index(catalog, self.index_dir, settings=self.settings, rejects=rejects,
                             max_rejects=max_rejects, replace=replace, fmt=fmt, executor=executor,  # type: ignore[arg-type]
-                            progress=progress)
+                            progress=progress, allow_shrink=allow_shrink)
         self.close()  # the next search opens the new version
         return summary
 
@@ -213,10 +216,31 @@ class Client:
         """Enforce `[limits]` before any work is done (the CLI and the HTTP service go through here)."""
         check_limits(self.settings, query, k=k, depth=depth, candidates=candidates)
 
-    def verify(self) -> VerifyReport:
+    def verify(self, *, sample: int = 0) -> VerifyReport:
+        """Check the live version (checksums, id maps, counts; `sample` products re-encoded)."""
         from indexer.verify import verify_index
 
-        return verify_index(self.index_dir, self.settings)
+        return verify_index(self.index_dir, self.settings, sample=sample)
+
+    def repair(self, *, executor: Executor | None = None, progress: bool = False) -> RepairReport:
+        """Rebuild what `verify` finds damaged as a new version; see `indexer.repair`."""
+        from indexer.repair import repair_index
+
+        self.close()
+        return repair_index(self.index_dir, self.settings, executor=executor, progress=progress)
+
+    def versions(self) -> list[VersionInfo]:
+        """The kept versions, newest first; see `indexer.versions`."""
+        from indexer.versions import list_versions
+
+        return list_versions(self.index_dir)
+
+    def rollback(self, to: str | None = None) -> Manifest:
+        """Make a kept version live again (default: the one before the live one)."""
+        from indexer.versions import rollback
+
+        self.close()
+        return rollback(self.index_dir, self.settings, to=to)
 
 
 def check_limits(settings: Settings, query: str, *, k: int | None = None, depth: int | None = None,
@@ -230,6 +254,7 @@ def check_limits(settings: Settings, query: str, *, k: int | None = None, depth:
     if len(query) > limits.max_query_chars:
         raise QueryError(f"the query has {len(query)} characters, more than limits.max_query_chars ="
                          f" {limits.max_query_chars}: shorten it (or raise SHOPFUSION_LIMITS_MAX_QUERY_CHARS)")
+    check_text(query, "the query")
     checks = (("k", k, limits.max_k, "MAX_K"), ("depth", depth, limits.max_depth, "MAX_DEPTH"),
               ("candidates", candidates, limits.max_candidates, "MAX_CANDIDATES"))
     for name, value, bound, env in checks:
@@ -240,6 +265,23 @@ def check_limits(settings: Settings, query: str, *, k: int | None = None, depth:
         if value > bound:
             raise QueryError(f"{name} = {value} is more than limits.{env.lower()} = {bound}: ask for fewer"
                              f" (or raise SHOPFUSION_LIMITS_{env})")
+
+
+def check_text(text: str, what: str) -> None:
+    """Refuse text that is not valid Unicode: bytes that were not UTF-8 (a command line decodes them to
+    U+DC80..U+DCFF) or a lone surrogate (`"\\ud800"` in JSON). Engines would fail on it deep inside."""
+    import re
+
+    from shopfusion.errors import QueryError
+
+    bad = re.search("[\ud800-\udfff]", text)
+    if bad is not None:
+        position, code = bad.start(), ord(bad.group())
+        if 0xDC80 <= code <= 0xDCFF:
+            raise QueryError(f"{what} is not valid UTF-8 (byte 0x{code - 0xDC00:02X} at character {position}):"
+                             " send UTF-8 text (check the terminal's or the caller's encoding)")
+        raise QueryError(f"{what} holds a lone surrogate (U+{code:04X} at character {position}), which is"
+                         " not valid Unicode: send valid text")
 
 
 def candidate_from(value: Candidate | str | Mapping[str, Any]) -> Candidate:

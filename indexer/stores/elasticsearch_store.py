@@ -28,7 +28,6 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -615,15 +614,10 @@ def _describe_item_error(info: dict[str, Any], error: Any) -> str:
 
 
 def _redacted_hosts(settings: ElasticsearchSettings) -> str:
-    """Hosts for messages and repr, without any `user:password@` part."""
-    out = []
-    for host in settings.hosts:
-        parts = urlsplit(host if "://" in host else f"http://{host}")
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc += f":{parts.port}"
-        out.append(urlunsplit((parts.scheme, netloc, parts.path, "", "")))
-    return ", ".join(out)
+    """Hosts for messages and repr, every secret masked (a `user:password@` part, `?api_key=`, ...)."""
+    from shopfusion.config import redact_url
+
+    return ", ".join(redact_url(host) for host in settings.hosts)
 
 
 def _check_name(what: str, value: str) -> str:

@@ -76,21 +76,29 @@ class FaissVectorIndex:
         self._rows = {pid: i for i, pid in enumerate(self._ids)}
 
     def _load(self) -> None:
+        """Read the files; any damage (missing, truncated, unparseable, inconsistent) is an
+        `IndexStateError` that names the file and the repair, never a numpy or JSON traceback."""
+        fix = "run `shopfusion verify --repair` (or re-index with --replace)"
         try:
             meta = json.loads((self.path / "meta.json").read_text(encoding="utf-8"))
             self._ids = json.loads((self.path / "ids.json").read_text(encoding="utf-8"))
-            self._vectors = np.load(self.path / "vectors.npy", mmap_mode=None)
+            self._vectors = np.load(self.path / "vectors.npy", mmap_mode=None, allow_pickle=False)
+            self.kind = meta["kind"]
+            self._dim = int(meta["dim"])
+            self._category = np.array(meta["category"], dtype=object)
+            self._brand = np.array(meta["brand"], dtype=object)
+            self._price = np.array([np.nan if p is None else p for p in meta["price"]], dtype=np.float64)
         except FileNotFoundError as exc:
-            raise IndexStateError(f"vector index at {self.path} is incomplete ({exc.filename} missing):"
-                                  " rebuild it with `shopfusion index`") from exc
-        self.kind = meta["kind"]
-        self._dim = int(meta["dim"])
-        self._category = np.array(meta["category"], dtype=object)
-        self._brand = np.array(meta["brand"], dtype=object)
-        self._price = np.array([np.nan if p is None else p for p in meta["price"]], dtype=np.float64)
-        if len(self._ids) != self._vectors.shape[0]:
-            raise IndexStateError(f"vector index at {self.path}: {len(self._ids)} ids for "
-                                  f"{self._vectors.shape[0]} vectors; rebuild it with `shopfusion index`")
+            raise IndexStateError(f"vector index at {self.path} is incomplete ({exc.filename} missing): {fix}") from None
+        except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            raise IndexStateError(f"vector index at {self.path} is damaged ({type(exc).__name__}: {exc}): {fix}") from None
+        rows = len(self._ids)
+        if (not isinstance(self._ids, list) or not all(isinstance(i, str) for i in self._ids)
+                or self._vectors.ndim != 2 or self._vectors.shape[0] != rows or self._vectors.shape[1] != self._dim
+                or self._vectors.dtype != np.float32 or not len(self._category) == len(self._brand) == len(self._price) == rows
+                or len(set(self._ids)) != rows or self.kind not in ("flat", "hnsw", "ivf")):
+            raise IndexStateError(f"vector index at {self.path} is damaged ({rows} ids, vectors of shape"
+                                  f" {self._vectors.shape}, {len(self._price)} metadata rows): {fix}")
 
     @property
     def dim(self) -> int:
@@ -306,6 +314,10 @@ class FaissVectorIndex:
 
     def ordered_ids(self) -> list[str]:
         return list(self._ids)
+
+    def matrix(self) -> np.ndarray:
+        """All vectors, row i for `ordered_ids()[i]` (read-only use: integrity checks)."""
+        return self._vectors
 
     def count(self) -> int:
         return len(self._ids)

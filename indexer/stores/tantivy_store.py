@@ -82,12 +82,44 @@ class TantivyLexicalIndex:
         else:
             if not (self.path / "meta.json").is_file():
                 raise IndexStateError(f"no lexical index at {self.path}: run `shopfusion index` first")
-            self._ordinals = json.loads((self.path / _ORDINALS).read_text(encoding="utf-8"))
-        self._index = tantivy.Index(self._schema, path=str(self.path), reuse=not create)
+            self._ordinals = self._read_ordinals()
+        try:
+            self._index = tantivy.Index(self._schema, path=str(self.path), reuse=not create)
+        except (ValueError, OSError) as exc:
+            raise IndexStateError(f"the lexical index at {self.path} is damaged ({exc}): run"
+                                  " `shopfusion verify --repair` (or re-index with --replace)") from None
         self._index.register_tokenizer(self._tokenizer, self._analyzer)
         self._positions = {pid: i for i, pid in enumerate(self._ordinals) if pid is not None}
         self._writer: Any = None
         self._field_norms: dict[str, tuple[float, float]] | None = None
+
+    def _read_ordinals(self) -> list[str | None]:
+        problem = "not a list of ids"
+        try:
+            ordinals = json.loads((self.path / _ORDINALS).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
+            ordinals, problem = None, f"{type(exc).__name__}: {exc}"
+        if not isinstance(ordinals, list) or not all(o is None or isinstance(o, str) for o in ordinals):
+            raise IndexStateError(f"the lexical index's {_ORDINALS} at {self.path} is damaged ({problem}): run"
+                                  " `shopfusion verify --repair` (or re-index with --replace)")
+        return ordinals
+
+    def ordered_ids(self) -> list[str]:
+        """Product ids by ordinal (the order the version was built in), deleted slots left out."""
+        return [pid for pid in self._ordinals if pid is not None]
+
+    def check_ordinals(self, ids: Sequence[str]) -> list[str]:
+        """Of these ids, those whose document does not map back to them through the ordinal fast field."""
+        searcher = self._index.searcher()
+        wrong = []
+        for pid in ids:
+            result = searcher.search(tantivy.Query.term_query(self._schema, "id", pid), limit=2, count=False)
+            addresses = [address for _, address in result.hits]
+            values = searcher.fast_field_values("ordinal", addresses) if addresses else []
+            ordinal = int(values[0]) if len(values) == 1 and values[0] is not None else -1  # type: ignore[arg-type]
+            if not 0 <= ordinal < len(self._ordinals) or self._ordinals[ordinal] != pid:
+                wrong.append(pid)
+        return wrong
 
     # -- writing -----------------------------------------------------------------------------------
     @property
