@@ -417,12 +417,27 @@ class LegScore:
 
 
 @dataclass(frozen=True)
+class FeatureContribution:
+    """How one feature of the learned ranking stage moved a hit's score (shown by `explain`): its value
+    for this hit and its contribution (LightGBM's per-feature contribution; they sum to the score). The
+    model's average score appears as one more item, with `value` None."""
+
+    feature: str
+    value: float | None
+    contribution: float
+
+
+@dataclass(frozen=True)
 class Hit:
+    """One result. `legs`: each retrieval leg's share (with `explain`); `contributions`: when a learned
+    ranker ordered the hits, its largest per-feature contributions (with `explain`)."""
+
     product_id: str
     score: float
     rank: int
     product: Product | None = None
     legs: Mapping[str, LegScore] | None = None
+    contributions: tuple[FeatureContribution, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"product_id": self.product_id, "score": self.score, "rank": self.rank}
@@ -430,6 +445,8 @@ class Hit:
             data["product"] = self.product.to_dict()
         if self.legs is not None:
             data["legs"] = {name: _fields(leg) for name, leg in self.legs.items()}
+        if self.contributions is not None:
+            data["contributions"] = [_fields(item) for item in self.contributions]
         return data
 
 

@@ -31,9 +31,11 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
-from indexer.stores.base import BulkReport, FacetCounts, FacetRequest, range_specs
+import numpy as np
+
+from indexer.stores.base import TEXT_FIELDS, BulkReport, FacetCounts, FacetRequest, field_texts, range_specs
+from indexer.stores.bm25 import FieldStatistics, bm25_matrix
 from shopfusion.config import ElasticsearchSettings
 from shopfusion.errors import BackendError, ConfigError, require
 from shopfusion.types import (
@@ -308,6 +310,81 @@ class ElasticsearchLexicalIndex:
             scores.update((hit.product_id, hit.score)
                           for hit in self._search(self.query_body(query, ids=chunk), len(chunk)))
         return scores
+
+    def field_scores(self, query: str, ids: Sequence[str]) -> np.ndarray:
+        """One request per chunk of ids: a `match` per text field, each a named query, with the named
+        queries' scores returned (`include_named_queries_score`): Lucene's BM25 of each field."""
+        out = np.zeros((len(ids), len(TEXT_FIELDS)), dtype=np.float32)
+        wanted = list(dict.fromkeys(ids))
+        if not wanted or not query.strip():
+            return out
+        rows: dict[str, list[int]] = {}
+        for row, pid in enumerate(ids):
+            rows.setdefault(pid, []).append(row)
+        columns = {name: i for i, name in enumerate(TEXT_FIELDS)}
+        self._ensure()
+        for start in range(0, len(wanted), SCORE_CHUNK):
+            chunk = wanted[start:start + SCORE_CHUNK]
+            body = {"bool": {"should": [{"match": {name: {"query": query, "_name": name}}} for name in TEXT_FIELDS],
+                             "minimum_should_match": 1, "filter": [{"ids": {"values": chunk}}]}}
+            with self._errors("field scores"):
+                response = self.client.search(index=self.name, query=body, size=len(chunk), source=False,
+                                              track_total_hits=False, include_named_queries_score=True)
+            for hit in response["hits"]["hits"]:
+                matched = hit.get("matched_queries") or {}
+                for name, score in (matched.items() if isinstance(matched, dict) else ()):
+                    for row in rows.get(hit["_id"], ()):
+                        out[row, columns[name]] = float(score)
+        return out
+
+    def field_statistics(self, query: str) -> FieldStatistics:
+        """Lucene's BM25 statistics for the query's terms, from the term vectors of an artificial
+        document holding the query in every field (analysed by the index's own analyzers); N and the
+        average length count the documents that have the field, as Lucene scores."""
+        if not query.strip():
+            return FieldStatistics(())
+        self._ensure()
+        with self._errors("term statistics"):
+            response = self.client.termvectors(index=self.name, doc={name: query for name in TEXT_FIELDS},
+                                               term_statistics=True, field_statistics=True, positions=False,
+                                               offsets=False, payloads=False, realtime=True)
+        vectors = response.get("term_vectors") or {}
+        terms: dict[str, None] = {}
+        docs: dict[str, float] = {}
+        avg_length: dict[str, float] = {}
+        doc_freq: dict[str, dict[str, int]] = {}
+        for name in TEXT_FIELDS:
+            vector = vectors.get(name) or {}
+            field_stats = vector.get("field_statistics") or {}
+            count = float(field_stats.get("doc_count") or 0)
+            for term in vector.get("terms") or {}:
+                terms.setdefault(term)
+            if count <= 0:
+                continue
+            docs[name] = count
+            avg_length[name] = float(field_stats.get("sum_ttf") or 0) / count
+            doc_freq[name] = {t: int(info.get("doc_freq") or 0) for t, info in (vector.get("terms") or {}).items()}
+        return FieldStatistics(tuple(terms), docs=docs, avg_length=avg_length, doc_freq=doc_freq,
+                               k1=self.settings.bm25_k1, b=self.settings.bm25_b)
+
+    def score_products(self, query: str, products: Sequence[Product]) -> np.ndarray:
+        """Products analysed by the index's analyzers (`_mtermvectors` of artificial documents, one
+        request), scored with `field_statistics`."""
+        if not products:
+            return np.zeros((0, len(TEXT_FIELDS)), dtype=np.float32)
+        stats = self.field_statistics(query)
+        if not stats.terms:
+            return np.zeros((len(products), len(TEXT_FIELDS)), dtype=np.float32)
+        docs = [{"_index": self.name, "doc": field_texts(p), "term_statistics": False, "field_statistics": False,
+                 "positions": False, "offsets": False, "payloads": False} for p in products]
+        with self._errors("analyze candidates"):
+            response = self.client.mtermvectors(index=self.name, docs=docs)
+        documents = []
+        for doc in response.get("docs") or []:
+            vectors = doc.get("term_vectors") or {}
+            documents.append({name: [t for t, info in (vectors.get(name) or {}).get("terms", {}).items()
+                                     for _ in range(int(info.get("term_freq") or 1))] for name in TEXT_FIELDS})
+        return bm25_matrix(stats, documents)
 
     def _search(self, body: dict[str, Any], k: int) -> list[LegHit]:
         self._ensure()
@@ -634,15 +711,10 @@ def _describe_item_error(info: dict[str, Any], error: Any) -> str:
 
 
 def _redacted_hosts(settings: ElasticsearchSettings) -> str:
-    """Hosts for messages and repr, without any `user:password@` part."""
-    out = []
-    for host in settings.hosts:
-        parts = urlsplit(host if "://" in host else f"http://{host}")
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc += f":{parts.port}"
-        out.append(urlunsplit((parts.scheme, netloc, parts.path, "", "")))
-    return ", ".join(out)
+    """Hosts for messages and repr, every secret masked (a `user:password@` part, `?api_key=`, ...)."""
+    from shopfusion.config import redact_url
+
+    return ", ".join(redact_url(host) for host in settings.hosts)
 
 
 def _check_name(what: str, value: str) -> str:

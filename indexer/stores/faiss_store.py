@@ -84,18 +84,27 @@ class FaissVectorIndex:
         self._rows = {pid: i for i, pid in enumerate(self._ids)}
 
     def _load(self) -> None:
+        """Read the files; any damage (missing, truncated, unparseable, inconsistent) is an
+        `IndexStateError` that names the file and the repair, never a numpy or JSON traceback."""
+        fix = "run `shopfusion verify --repair` (or re-index with --replace)"
         try:
             meta = json.loads((self.path / "meta.json").read_text(encoding="utf-8"))
             self._ids = json.loads((self.path / "ids.json").read_text(encoding="utf-8"))
-            self._vectors = np.load(self.path / "vectors.npy", mmap_mode=None)
+            self._vectors = np.load(self.path / "vectors.npy", mmap_mode=None, allow_pickle=False)
+            self.kind = meta["kind"]
+            self._dim = int(meta["dim"])
         except FileNotFoundError as exc:
-            raise IndexStateError(f"vector index at {self.path} is incomplete ({exc.filename} missing):"
-                                  " rebuild it with `shopfusion index`") from exc
-        self.kind = meta["kind"]
-        self._dim = int(meta["dim"])
-        if len(self._ids) != self._vectors.shape[0]:
-            raise IndexStateError(f"vector index at {self.path}: {len(self._ids)} ids for "
-                                  f"{self._vectors.shape[0]} vectors; rebuild it with `shopfusion index`")
+            raise IndexStateError(f"vector index at {self.path} is incomplete ({exc.filename} missing): {fix}") from None
+        except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            raise IndexStateError(f"vector index at {self.path} is damaged ({type(exc).__name__}: {exc}): {fix}") from None
+        rows = len(self._ids)
+        if (not isinstance(self._ids, list) or not all(isinstance(i, str) for i in self._ids)
+                or self._vectors.ndim != 2 or self._vectors.shape[0] != rows or self._vectors.shape[1] != self._dim
+                or self._vectors.dtype != np.float32
+                or len(set(self._ids)) != rows or self.kind not in ("flat", "hnsw", "ivf")):
+            raise IndexStateError(f"vector index at {self.path} is damaged ({rows} ids, vectors of shape"
+                                  f" {self._vectors.shape}): {fix}")
+        # the filter columns (columns.json / columns.npz) load, and are checked, on first filtered search
 
     @property
     def dim(self) -> int:
@@ -313,6 +322,10 @@ class FaissVectorIndex:
 
     def ordered_ids(self) -> list[str]:
         return list(self._ids)
+
+    def matrix(self) -> np.ndarray:
+        """All vectors, row i for `ordered_ids()[i]` (read-only use: integrity checks)."""
+        return self._vectors
 
     def count(self) -> int:
         return len(self._ids)

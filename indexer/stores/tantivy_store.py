@@ -29,9 +29,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import tantivy
 
-from indexer.stores.base import BulkReport, FacetCounts, FacetRequest, range_specs
+from indexer.stores.base import TEXT_FIELDS, BulkReport, FacetCounts, FacetRequest, field_texts, range_specs
+from indexer.stores.bm25 import FieldStatistics, bm25_matrix
 from shopfusion.errors import IndexStateError
 from shopfusion.types import (
     CATEGORY_SEPARATOR,
@@ -99,16 +101,45 @@ class TantivyLexicalIndex:
         else:
             if not (self.path / "meta.json").is_file():
                 raise IndexStateError(f"no lexical index at {self.path}: run `shopfusion index` first")
-            self._ordinals = json.loads((self.path / _ORDINALS).read_text(encoding="utf-8"))
+            self._ordinals = self._read_ordinals()
         try:
             self._index = tantivy.Index(self._schema, path=str(self.path), reuse=not create)
-        except ValueError as exc:
-            raise IndexStateError(f"the lexical index at {self.path} has another schema ({exc}): it was built by"
-                                  " another shopfusion version; re-index (`shopfusion index CATALOG --index"
-                                  " DIR`)") from exc
+        except (ValueError, OSError) as exc:
+            raise IndexStateError(f"the lexical index at {self.path} cannot be opened ({exc}): it is damaged, or"
+                                  " was built by another shopfusion version with another schema; run"
+                                  " `shopfusion verify --repair` (or re-index with --replace)") from None
         self._index.register_tokenizer(self._tokenizer, self._analyzer)
         self._positions = {pid: i for i, pid in enumerate(self._ordinals) if pid is not None}
         self._writer: Any = None
+        self._field_norms: dict[str, tuple[float, float]] | None = None
+
+    def _read_ordinals(self) -> list[str | None]:
+        problem = "not a list of ids"
+        try:
+            ordinals = json.loads((self.path / _ORDINALS).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
+            ordinals, problem = None, f"{type(exc).__name__}: {exc}"
+        if not isinstance(ordinals, list) or not all(o is None or isinstance(o, str) for o in ordinals):
+            raise IndexStateError(f"the lexical index's {_ORDINALS} at {self.path} is damaged ({problem}): run"
+                                  " `shopfusion verify --repair` (or re-index with --replace)")
+        return ordinals
+
+    def ordered_ids(self) -> list[str]:
+        """Product ids by ordinal (the order the version was built in), deleted slots left out."""
+        return [pid for pid in self._ordinals if pid is not None]
+
+    def check_ordinals(self, ids: Sequence[str]) -> list[str]:
+        """Of these ids, those whose document does not map back to them through the ordinal fast field."""
+        searcher = self._index.searcher()
+        wrong = []
+        for pid in ids:
+            result = searcher.search(tantivy.Query.term_query(self._schema, "id", pid), limit=2, count=False)
+            addresses = [address for _, address in result.hits]
+            values = searcher.fast_field_values("ordinal", addresses) if addresses else []
+            ordinal = int(values[0]) if len(values) == 1 and values[0] is not None else -1  # type: ignore[arg-type]
+            if not 0 <= ordinal < len(self._ordinals) or self._ordinals[ordinal] != pid:
+                wrong.append(pid)
+        return wrong
 
     # -- writing -----------------------------------------------------------------------------------
     @property
@@ -179,6 +210,7 @@ class TantivyLexicalIndex:
         tmp.write_text(json.dumps(self._ordinals), encoding="utf-8")
         os.replace(tmp, self.path / _ORDINALS)
         self._index.reload()
+        self._field_norms = None
 
     # -- reading -----------------------------------------------------------------------------------
     def analyze(self, text: str) -> list[str]:
@@ -303,6 +335,69 @@ class TantivyLexicalIndex:
         prefix = "attr_number" if request.kind == "range" else "attr_value"
         return f"{prefix}.{path_key(request.field)}"
 
+    # -- per-field scores (features of the learned ranking stage) ---------------------------------------
+    def field_scores(self, query: str, ids: Sequence[str]) -> np.ndarray:
+        """One search per text field, each restricted to `ids` (a term-set filter): tantivy's own BM25."""
+        out = np.zeros((len(ids), len(TEXT_FIELDS)), dtype=np.float32)
+        tokens = self.analyze(query)
+        wanted = [pid for pid in dict.fromkeys(ids) if pid in self._positions]
+        if not tokens or not wanted:
+            return out
+        rows: dict[str, list[int]] = {}
+        for row, pid in enumerate(ids):
+            rows.setdefault(pid, []).append(row)
+        constraint = tantivy.Query.const_score_query(
+            tantivy.Query.term_set_query(self._schema, "id", wanted), 0.0)
+        searcher = self._index.searcher()
+        for column, field in enumerate(TEXT_FIELDS):
+            terms = [(tantivy.Occur.Should, tantivy.Query.term_query(self._schema, field, t)) for t in tokens]
+            query_ = tantivy.Query.boolean_query([(tantivy.Occur.Must, tantivy.Query.boolean_query(terms)),
+                                                  (tantivy.Occur.Must, constraint)])
+            result = searcher.search(query_, limit=len(wanted), count=False)
+            if not result.hits:
+                continue
+            ordinals = searcher.fast_field_values("ordinal", [address for _, address in result.hits])
+            for (score, _), ordinal in zip(result.hits, ordinals, strict=True):
+                product_id = self._ordinals[int(ordinal)]  # type: ignore[arg-type]
+                for row in rows.get(product_id, ()) if product_id is not None else ():
+                    out[row, column] = score
+        return out
+
+    def field_statistics(self, query: str) -> FieldStatistics:
+        """tantivy's BM25 statistics for the query's terms (N is every document, as tantivy scores)."""
+        terms = tuple(self.analyze(query))
+        norms = self._norms()
+        searcher = self._index.searcher()
+        doc_freq = {field: {t: int(searcher.doc_freq(field, t)) for t in terms} for field in norms}
+        return FieldStatistics(terms, docs={f: n for f, (n, _) in norms.items()},
+                               avg_length={f: avg for f, (_, avg) in norms.items()}, doc_freq=doc_freq)
+
+    def analyze_fields(self, product: Product) -> dict[str, list[str]]:
+        return {name: list(self._analyzer.analyze(text)) for name, text in field_texts(product).items()}
+
+    def score_products(self, query: str, products: Sequence[Product]) -> np.ndarray:
+        return bm25_matrix(self.field_statistics(query), [self.analyze_fields(p) for p in products])
+
+    def _norms(self) -> dict[str, tuple[float, float]]:
+        """Per field, tantivy's (N, average field length), read once per committed version from the
+        explanation of one matching document (tantivy does not expose token totals otherwise)."""
+        if self._field_norms is None:
+            norms: dict[str, tuple[float, float]] = {}
+            searcher = self._index.searcher()
+            for field in TEXT_FIELDS:
+                top = searcher.terms_with_prefix(field, "", limit=1) if searcher.num_docs else []
+                if not top:
+                    continue
+                query = tantivy.Query.term_query(self._schema, field, top[0][0])
+                hits = searcher.search(query, limit=1, count=False).hits
+                if not hits:
+                    continue
+                found = _explained(json.loads(query.explain(searcher, hits[0][1]).to_json()))
+                if "N" in found and "avgdl" in found:
+                    norms[field] = (found["N"], found["avgdl"])
+            self._field_norms = norms
+        return self._field_norms
+
     def ids(self) -> set[str]:
         return set(self._positions)
 
@@ -343,13 +438,17 @@ def order_key(number: float) -> int:
     return bits ^ 0x7FFF_FFFF_FFFF_FFFF if bits < 0 else bits
 
 
-def pool_index(products: Sequence[Product], analyzer: AnalyzerName, path: str | os.PathLike[str]) -> TantivyLexicalIndex:
-    """A throwaway index over just these products (re-ranking candidates the main index lacks)."""
-    index = TantivyLexicalIndex(path, analyzer=analyzer, create=True)
-    index.upsert(products)
-    index.commit()
-    return index
+def _explained(node: dict[str, Any], found: dict[str, float] | None = None) -> dict[str, float]:
+    """`N` and `avgdl` from a tantivy BM25 explanation tree."""
+    found = {} if found is None else found
+    description = str(node.get("description", ""))
+    if description.startswith("N,"):
+        found["N"] = float(node["value"])
+    elif description.startswith("avgdl"):
+        found["avgdl"] = float(node["value"])
+    for child in node.get("details") or ():
+        _explained(child, found)
+    return found
 
 
-__all__ = ["CATEGORY_SEPARATOR", "FIELD_BOOSTS", "TantivyLexicalIndex", "build_analyzer", "order_key", "path_key",
-           "pool_index"]
+__all__ = ["CATEGORY_SEPARATOR", "FIELD_BOOSTS", "TantivyLexicalIndex", "build_analyzer", "order_key", "path_key"]

@@ -106,3 +106,49 @@ def minilm():
     encoder = load_encoder("default", "cpu")
     encoder.encode(["warm up"])
     return encoder
+
+
+def shop_catalog() -> tuple[list[Product], dict[str, str], dict[str, dict[str, float]]]:
+    """A made-up hardware catalog (brand x type x size, 108 products) and 120 queries with graded
+    judgments (3 = the brand, type and size asked for; 2 = the right type; 1 = judged, wrong type), for
+    training and testing the learned ranker. Deterministic."""
+    import random
+
+    rng = random.Random(7)
+    brands = ["Makita", "Bosch", "DeWalt", "Stanley", "Gardena", "Philips"]
+    kinds = {"drill": ("Tools", "Power Tools"), "hammer": ("Tools", "Hand Tools"), "saw": ("Tools", "Power Tools"),
+             "hose": ("Garden", "Watering"), "bulb": ("Lighting", "Bulbs"), "ladder": ("Tools", "Ladders")}
+    sizes = {"drill": ["12 V", "18 V", "20 V"], "hammer": ["16 oz", "20 oz", "24 oz"], "saw": ["7 in", "10 in", "12 in"],
+             "hose": ["25 ft", "50 ft", "100 ft"], "bulb": ["40 W", "60 W", "75 W"], "ladder": ["4 ft", "6 ft", "8 ft"]}
+    words = ["compact", "heavy duty", "professional", "classic"]
+    products = []
+    for kind, path in kinds.items():
+        for brand in brands:
+            for size in sizes[kind]:
+                pid = f"s{len(products):03d}"
+                adjective = rng.choice(words)
+                products.append(Product(pid, f"{brand} {adjective} {kind} {size}",
+                                        f"A {adjective} {kind} by {brand}, {size}.", brand, (*path, kind.title() + "s"),
+                                        float(rng.randint(5, 300)), {"size": size}))
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, float]] = {}
+    for i in range(120):
+        kind = rng.choice(list(kinds))
+        brand = rng.choice(brands)
+        size = rng.choice(sizes[kind])
+        text = rng.choice([f"{brand} {kind} {size}", f"{kind} {size}", f"{brand.lower()} {kind}s {size.replace(' ', '')}"])
+        qid = f"sq{i:03d}"
+        queries[qid] = text
+        judged: dict[str, float] = {}
+        for p in products:
+            title = p.title.lower()
+            same_kind = f" {kind} " in f" {title} "
+            exact = same_kind and size.lower() in title and (brand.lower() in title or brand.lower() not in text.lower())
+            if exact:
+                judged[p.id] = 3.0
+            elif same_kind and rng.random() < 0.5:
+                judged[p.id] = 2.0
+            elif not same_kind and rng.random() < 0.03:
+                judged[p.id] = 1.0
+        qrels[qid] = judged
+    return products, queries, qrels

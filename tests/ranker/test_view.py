@@ -7,6 +7,7 @@ relevant set is every product that passes the filters, so both engines must give
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,9 +215,15 @@ def test_client_pages_sorts_and_counts(tmp_path: Path) -> None:
 
 def test_an_index_built_before_attribute_filters_says_to_reindex(tmp_path: Path) -> None:
     index_dir = _index(tmp_path, SETTINGS)
+    removed = (CATALOG_FILE, "vectors/columns.json", "vectors/columns.npz")
     for version in (index_dir / "versions").iterdir():
-        for name in (CATALOG_FILE, "vectors/columns.json", "vectors/columns.npz"):
+        for name in removed:
             (version / name).unlink()
+        for record in (index_dir / "manifest.json", version / "version.json"):  # as such a build recorded
+            if record.is_file():
+                data = json.loads(record.read_text(encoding="utf-8"))
+                data["files"] = {k: v for k, v in data.get("files", {}).items() if k not in removed}
+                record.write_text(json.dumps(data), encoding="utf-8")
     searcher = HybridSearcher(index_dir, SETTINGS)
     assert searcher.search("mouse", k=2).hits  # plain search still works
     with pytest.raises(IndexStateError, match="re-index it once"):

@@ -181,6 +181,7 @@ def test_search_errors_say_how_to_fix(server: Server, body: dict[str, Any], stat
     (b"", "body is empty"),
     (b"[1, 2]", "must be a JSON object"),
     (b'{"query": "caf\xe9"}', "UTF-8"),
+    (b'{"query": "dr\\ud800ill", "candidates": ["p01"]}', "lone surrogate"),
 ])
 def test_rerank_errors_say_how_to_fix(server: Server, raw: bytes, fragment: str) -> None:
     reply = server.request("POST", "/rerank", raw=raw)

@@ -16,11 +16,13 @@ counts and the stable order paging relies on are checked against the reference s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 
-from indexer.stores.base import FacetRequest, LexicalIndex, VectorIndex, reference_facet_counts
+from indexer.stores.base import TEXT_FIELDS, FacetRequest, LexicalIndex, VectorIndex, reference_facet_counts
 from shopfusion.encoders import HashingEncoder
 from shopfusion.types import AttributeFilter, Filters, Product
 from tests.plugins.catalogs import FACETED, TINY
@@ -204,6 +206,43 @@ class LexicalConformance:
         assert index.search("wireless mouse", k=20) == full
         for k in (1, 3, 7):
             assert index.search("wireless mouse", k=k) == full[:k]
+
+    # -- per-field scores: the learned ranking stage's lexical features --------------------------------
+    def test_field_scores_add_up_to_the_score(self, make_lexical: Factory) -> None:
+        """The score is the boosted sum of the per-field BM25 (title x2), so the features explain it."""
+        index = _loaded(make_lexical)
+        ids = [p.id for p in TINY]
+        boosts = np.array([2.0 if name == "title" else 1.0 for name in TEXT_FIELDS])
+        for query in ("cordless drill", "makita garden tools 18V", "warm white led"):
+            fields = index.field_scores(query, ids)
+            assert fields.shape == (len(ids), len(TEXT_FIELDS)) and fields.dtype == np.float32
+            totals = fields @ boosts
+            scores = index.score(query, ids)
+            for row, pid in enumerate(ids):
+                assert totals[row] == pytest.approx(scores.get(pid, 0.0), rel=1e-4, abs=1e-5)
+
+    def test_field_scores_rows_follow_the_ids(self, make_lexical: Factory) -> None:
+        index = _loaded(make_lexical)
+        fields = index.field_scores("makita cordless drill", ["missing", "p01", "p04", "p01"])
+        assert fields.shape == (4, len(TEXT_FIELDS))
+        assert not fields[0].any() and not fields[2].any()  # not indexed; indexed but no match
+        assert fields[1, TEXT_FIELDS.index("title")] > 0 and fields[1, TEXT_FIELDS.index("brand")] > 0
+        np.testing.assert_array_equal(fields[1], fields[3])
+        assert index.field_scores("makita", []).shape == (0, len(TEXT_FIELDS))
+        assert not index.field_scores("zzzunknownzzz", ["p01"]).any()
+
+    def test_score_products_uses_the_index_statistics(self, make_lexical: Factory) -> None:
+        """A copy of an indexed product, scored from its text, gets the indexed product's scores: the same
+        document frequencies, document count and average lengths, not those of the candidates alone."""
+        index = _loaded(make_lexical)
+        copies = [dataclasses.replace(p, id=f"copy-{p.id}") for p in TINY]
+        for query in ("cordless drill", "garden hose nozzle", "philips led bulb"):
+            indexed = index.field_scores(query, [p.id for p in TINY])
+            outside = index.score_products(query, copies)
+            np.testing.assert_allclose(outside, indexed, rtol=1e-4, atol=1e-5)
+            alone = index.score_products(query, copies[:2])  # two candidates: still the index's statistics
+            np.testing.assert_allclose(alone, indexed[:2], rtol=1e-4, atol=1e-5)
+        assert index.score_products("drill", []).shape == (0, len(TEXT_FIELDS))
 
 
 class VectorConformance:
