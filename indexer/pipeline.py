@@ -2,8 +2,8 @@
 
 `run_index` reads as its phases: `read` (stream, validate, write rejects, stage products), `plan` (compare
 with the current version: added, updated, unchanged, deleted; which texts need embedding), `embed`
-(batches through an executor, each finished batch journaled), `build` (a new version of the product store
-and both legs, in id order) and `publish` (manifest switch, old versions pruned).
+(batches through an executor, each finished batch journaled), `build` (a new version of the product store,
+both legs and the attribute catalog, in id order) and `publish` (manifest switch, old versions pruned).
 
 Crash safety: nothing is published before the last phase, so an interrupted run leaves the current
 version as it was. Every finished embedding batch is journaled under `staging/`, so the next run embeds
@@ -43,6 +43,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from indexer.attributes import CATALOG_FILE, CatalogBuilder
 from indexer.docstore import EmbeddingJournal, ProductStore, StoredProduct
 from indexer.integrity import seal
 from indexer.live import LiveVersion
@@ -341,6 +342,7 @@ class _IndexRun:
                                        ef_search=self.settings.index.hnsw_ef_search,
                                        nprobe=self.settings.index.ivf_nprobe, create=True)
             lexical_failed: dict[str, str] = {}
+            attributes = CatalogBuilder()
             with self.progress.bar(store.count(), "building indexes", "doc") as bar:
                 for chunk in _chunks(store.iter_stored(), STAGE_CHUNK):
                     report = lexical.upsert(s.product for s in chunk)
@@ -352,7 +354,9 @@ class _IndexRun:
                                        rejects=rejects)
                     if ok:
                         vectors.upsert([s.product for s in ok], np.stack([self.vectors[s.text_hash] for s in ok]))
+                        attributes.add_all(s.product for s in ok)
                     bar.update(len(chunk))
+            attributes.build().save(build / CATALOG_FILE)
             if lexical_failed:
                 store.delete(lexical_failed)
             lexical.commit()

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from indexer.attributes import CATALOG_FILE
 from indexer.docstore import ProductStore
 from indexer.integrity import STORE, VersionCheck
 from indexer.manifest import IndexDirectory, Manifest
@@ -80,6 +81,8 @@ def verify_index(index_dir: str | Path, settings: Settings | None = None, *, sam
     _check_files(report, check)
     store_ids = _check_store(report, check)
     vector_ids = _check_vectors(report, check, store_ids, manifest)
+    if vector_ids is not None:
+        _check_columns(report, version_dir, len(vector_ids))
     lexical_ids, lexical_count = _check_lexical(report, settings, version_dir, manifest, store_ids)
     if store_ids is None:
         return report
@@ -147,6 +150,19 @@ def _check_vectors(report: VerifyReport, check: VersionCheck, store_ids: list[st
     if state.dim != manifest.dim:
         report._damage("vectors", f"vectors have dimension {state.dim}, the manifest says {manifest.dim}", ["*"])
     return state.ids
+
+
+def _check_columns(report: VerifyReport, version_dir: Path, rows: int) -> None:
+    """The vector leg's filter and sort columns (and the attribute catalog) exist and fit the vectors."""
+    from indexer.stores.columns import ProductColumns
+
+    if not (version_dir / CATALOG_FILE).is_file():
+        report._damage("vectors", f"{version_dir / CATALOG_FILE} is missing (an index built before attribute"
+                                  " filters): re-index once with `shopfusion index CATALOG --index DIR`")
+    try:
+        ProductColumns.load(version_dir / "vectors", rows)
+    except ShopfusionError as exc:
+        report._damage("vectors", f"the filter columns cannot be used: {exc}", ["*"])
 
 
 def _check_lexical(report: VerifyReport, settings: Settings, version_dir: Path, manifest: Manifest,

@@ -5,7 +5,8 @@
 breakdown when `explain`). `HybridSearcher.rerank`: the same policy and fusion over a caller's candidate
 list only; candidates the index lacks are scored from the text they come with, with the index's
 statistics. With a learned ranker configured (`search.ranker`, or per call), the ranking stage
-(`ranker.stage`) then orders all fused candidates.
+(`ranker.stage`) then orders all fused candidates. A `ResultView` picks the page and order of
+that set and the facets counted over it (`ranker.view`).
 
 When one leg's engine is down (a `BackendError`: Elasticsearch unreachable, say), a hybrid search or
 re-rank answers from the other leg and says so in `Results.warnings`, unless `search.on_leg_failure` is
@@ -18,28 +19,34 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
+from indexer.attributes import CATALOG_FILE, AttributeCatalog
 from indexer.docstore import ProductStore
 from indexer.manifest import IndexDirectory, Manifest
 from indexer.stores import LexicalIndex, open_lexical
 from indexer.stores.faiss_store import FaissVectorIndex
 from ranker.fusion import Fused, FusionConfig, fuse
+from ranker.paging import SortKey
 from ranker.policy import Decision, Policy, PolicyRow, load_policy
+from ranker.view import ResultView, ViewPlan, plan_view
 from shopfusion.artifacts import EncoderRef
 from shopfusion.config import Settings
 from shopfusion.encoders import Encoder, load_encoder
 from shopfusion.errors import BackendError, IndexStateError, QueryError
 from shopfusion.types import (
     Candidate,
+    Facets,
     FeatureContribution,
     Filters,
     Hit,
     LegHit,
     LegScore,
+    Page,
     Product,
     Results,
     Unscored,
@@ -108,15 +115,22 @@ class HybridSearcher:
         self.store.close()
         self.lexical.close()
 
+    @cached_property
+    def catalog(self) -> AttributeCatalog:
+        """The version's attribute catalog: what can be filtered, faceted and sorted on."""
+        return AttributeCatalog.load(self.directory.version_path(self.manifest.version) / CATALOG_FILE)
+
     # -- search --------------------------------------------------------------------------------------
     def search(self, query: str, *, k: int | None = None, filters: Filters | None = None,
-               options: SearchOptions | None = None, mode: Mode = "hybrid", explain: bool = False) -> Results:
+               options: SearchOptions | None = None, mode: Mode = "hybrid", explain: bool = False,
+               view: ResultView | None = None) -> Results:
         query = query.strip()
         if not query:
             raise QueryError("the query is empty: give some words to search for")
         k = self.settings.search.k if k is None else k
         if k <= 0:
             raise QueryError(f"k must be at least 1, got {k}")
+        plan = plan_view(view, filters, lambda: self.catalog)
         vector = self.encoder.encode_query(query) if mode != "lexical" else None
         decision = self._decide(query, vector, options)
         row = decision.row
@@ -129,15 +143,34 @@ class HybridSearcher:
             fused = fuse(legs, _surviving(row.fusion, legs))
             assert vector is not None
             if not warnings:
-                learned = self._learned(query, vector, decision, legs, fused, options, explain, k)
+                learned = self._learned(query, vector, decision, legs, fused, options, explain, None)
             else:
                 warnings += self._ranker_skipped(options)
-            fused = (learned.fused if learned else fused)[:k]
+            fused = learned.fused if learned else fused  # the whole relevant set, in the stage's order
         else:
             fused = [Fused(h.product_id, h.score, {mode: LegScore(h.score, None, h.rank, h.score)})
-                     for h in legs[mode][:k]]
-        results = self._results(query, fused, decision, mode, explain, {}, learned)
+                     for h in legs[mode]]
+        shown, page, facets = self._view(plan, fused, k, max(row.depth, k), warnings)
+        results = self._results(query, shown, decision, mode, explain, {}, learned, first_rank=page.offset + 1)
+        results = dataclasses.replace(results, page=page, facets=facets)
         return dataclasses.replace(results, warnings=(*results.warnings, *warnings)) if warnings else results
+
+    def _view(self, plan: ViewPlan, fused: list[Fused], k: int, depth: int,
+              warnings: list[str]) -> tuple[list[Fused], Page, Facets | None]:
+        """The page and facets of the relevant set. Facets are the lexical engine's aggregations: while
+        it is down, the page still comes back, without facets and with a warning (unless
+        `search.on_leg_failure = "fail"`)."""
+        def values(ids: Sequence[str], key: SortKey) -> Sequence[object]:
+            return self.vectors.sort_values(ids, key.field, key.numeric)
+
+        try:
+            return plan.apply(fused, k=k, depth=depth, lexical=self.lexical, values=values)
+        except BackendError as exc:
+            if not plan.facets or self.settings.search.on_leg_failure == "fail":
+                raise
+            warnings.append(f"facets need the lexical engine, which is down ({exc}): results come without them")
+            return dataclasses.replace(plan, facets=()).apply(fused, k=k, depth=depth, lexical=self.lexical,
+                                                              values=values)
 
     def retrieve(self, query: str, vector: np.ndarray | None, depth: int, filters: Filters | None = None,
                  mode: Mode = "hybrid", *, warnings: list[str] | None = None) -> dict[str, list[LegHit]]:
@@ -191,14 +224,15 @@ class HybridSearcher:
         return replace(decision, intent=intent, row=row)
 
     def _results(self, query: str, fused: list[Fused], decision: Decision, mode: str, explain: bool,
-                 extra_products: dict[str, Product], learned: _Learned | None = None) -> Results:
+                 extra_products: dict[str, Product], learned: _Learned | None = None,
+                 first_rank: int = 1) -> Results:
         products = self.store.get_many([f.product_id for f in fused])
         products.update({pid: p for pid, p in extra_products.items() if pid not in products})
         contributions = learned.contributions if learned else {}
         hits = tuple(
             Hit(product_id=f.product_id, score=f.score, rank=rank, product=products.get(f.product_id),
                 legs=dict(f.legs) if explain else None, contributions=contributions.get(f.product_id))
-            for rank, f in enumerate(fused, start=1)
+            for rank, f in enumerate(fused, start=first_rank)
         )
         info: dict[str, Any] = {"mode": mode, **decision.row.fusion.to_dict(), "depth": decision.row.depth}
         if mode in ("lexical", "dense"):  # one leg: no fusion to report

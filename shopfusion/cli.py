@@ -181,40 +181,10 @@ def _exit_on_embedding_failures(summary: Any) -> None:
 
 # -- search -----------------------------------------------------------------------------------------
 def parse_filters(values: tuple[str, ...]) -> Any:
-    """`category=Tools > Drills`, `brand=Makita` (repeat for several), `price=10..50`, `price>=10`,
-    `price<=50`."""
-    from shopfusion.types import CATEGORY_SEPARATOR, Filters
+    """`--filter` arguments -> `Filters` (the syntax: `shopfusion.filter_syntax`)."""
+    from shopfusion.filter_syntax import parse_filters as parse
 
-    category: tuple[str, ...] = ()
-    brands: list[str] = []
-    low = high = None
-    for value in values:
-        for op in (">=", "<=", "="):
-            if op in value:
-                key, _, arg = value.partition(op)
-                break
-        else:
-            raise QueryError(f"filter {value!r}: write key=value, e.g. brand=Makita or price=10..50")
-        key, arg = key.strip().lower(), arg.strip()
-        try:
-            if key == "category" and op == "=":
-                category = tuple(p.strip() for p in arg.split(CATEGORY_SEPARATOR.strip()) if p.strip())
-            elif key == "brand" and op == "=":
-                brands.append(arg)
-            elif key == "price" and op == "=" and ".." in arg:
-                a, _, b = arg.partition("..")
-                low = float(a) if a.strip() else None
-                high = float(b) if b.strip() else None
-            elif key in {"price", "price_min"} and op in {">=", "="}:
-                low = float(arg)
-            elif key in {"price", "price_max"} and op in {"<=", "="}:
-                high = float(arg)
-            else:
-                raise QueryError(f"unknown filter {value!r}: use category=, brand=, price=LOW..HIGH,"
-                                 " price>=LOW or price<=HIGH")
-        except ValueError as exc:
-            raise QueryError(f"filter {value!r}: {arg!r} is not a number") from exc
-    return Filters(category=category, brands=tuple(brands), price_min=low, price_max=high)
+    return parse(values)
 
 
 FUSION_OPTIONS = [
@@ -242,9 +212,17 @@ RANKER_OPTION = click.option(
 @INDEX_OPTION
 @click.option("--k", type=click.IntRange(min=1), help="Number of results (default 10).")
 @click.option("--filter", "filters", multiple=True,
-              help="category=A > B, brand=NAME (repeatable), price=LOW..HIGH, price>=LOW, price<=HIGH.")
+              help="KEY=VALUE, repeatable: category=A > B, brand=NAME, price=LOW..HIGH, price>=LOW, price<HIGH, "
+                   "or any attribute (colour=black, weight=1..5); values of one key OR, keys AND.")
+@click.option("--facets", "facets", multiple=True,
+              help="Count these fields over the relevant set, e.g. brand,category,price,colour.")
+@click.option("--facet-size", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="Values shown per facet (per level for category).")
+@click.option("--sort", help="Re-order the relevant set: price, -price, brand, an attribute (-NAME: descending).")
+@click.option("--page", type=click.IntRange(min=1), help="Page of K hits (1-based) of the relevant set.")
+@click.option("--offset", type=click.IntRange(min=0), help="Skip this many hits of the relevant set.")
 @fusion_options
-@click.option("--depth", type=click.IntRange(min=1), help="Candidates per leg before fusion.")
+@click.option("--depth", type=click.IntRange(min=1), help="Candidates per leg before fusion (the relevant set).")
 @click.option("--mode", type=click.Choice(["hybrid", "lexical", "dense"]), default="hybrid", show_default=True)
 @RANKER_OPTION
 @click.option("--explain", is_flag=True,
@@ -252,16 +230,23 @@ RANKER_OPTION = click.option(
 @JSON_OPTION
 @click.pass_context
 def search(ctx: click.Context, query: str, index_dir: str, k: int | None, filters: tuple[str, ...],
-           intent_model: str | None, policy: str | None, fusion: str | None, alpha: float | None, normalization: str | None, rrf_k: float | None,
+           facets: tuple[str, ...], facet_size: int, sort: str | None, page: int | None, offset: int | None,
+           intent_model: str | None, policy: str | None, fusion: str | None, alpha: float | None,
+           normalization: str | None, rrf_k: float | None,
            depth: int | None, mode: str, ranker: str | None, explain: bool, as_json: bool) -> None:
-    """Search the index for QUERY with BM25 and dense retrieval fused."""
+    """Search the index for QUERY with BM25 and dense retrieval fused.
+
+    Filters apply to both legs before either takes its top K. The relevant set is each leg's top
+    DEPTH, fused: --sort re-orders it, --page/--offset page through it, --facets count over it.
+    """
     from shopfusion.client import Client
 
     settings = _run(lambda: _settings(ctx, search=dict(intent_model=intent_model, policy=policy)))
     parsed = _run(lambda: parse_filters(filters))
     results = _run(lambda: Client(index_dir, settings=settings).search(
         query, k=k, filters=parsed, fusion=fusion, alpha=alpha, normalization=normalization, rrf_k=rrf_k,
-        depth=depth, mode=mode, explain=explain, ranker=ranker))  # type: ignore[arg-type]
+        depth=depth, mode=mode, explain=explain, ranker=ranker, facets=facets, facet_size=facet_size,  # type: ignore[arg-type]
+        sort=sort, page=page, offset=offset))
     _emit(as_json, results.to_dict(), format_results(results, explain))
 
 
@@ -284,6 +269,13 @@ def format_results(results: Any, explain: bool) -> str:
         lines.append(f"  warning: {warning}")
     for unscored in getattr(results, "unscored", ()):
         lines.append(f"  unscored: {unscored.product_id}: {unscored.reason}")
+    page = getattr(results, "page", None)
+    if page is not None and (page.offset or page.sort != "relevance" or not page.exhausted):
+        shown = f"{page.offset + 1}-{page.offset + len(results.hits)}" if results.hits else "none"
+        lines.append(f"  hits {shown} of {page.total} (page {page.number}, sorted by {page.sort})")
+        if not results.hits and page.offset >= page.total > 0:
+            lines.append(f"  past the end: the relevant set holds {page.total} products (top {page.depth} per"
+                         " leg); raise --depth to page further")
     for hit in results.hits:
         title = hit.product.title if hit.product else "(not in the index)"
         brand = f" [{hit.product.brand}]" if hit.product and hit.product.brand else ""
@@ -299,6 +291,8 @@ def format_results(results: Any, explain: bool) -> str:
             lines.append("       ranker   " + ", ".join(
                 f"{c.feature}{'' if c.value is None else f'={c.value:.3g}'} {c.contribution:+.3f}"
                 for c in hit.contributions))
+    if getattr(results, "facets", None) is not None:
+        lines.extend(format_facets(results.facets))
     return "\n".join(lines)
 
 
@@ -319,6 +313,61 @@ def _explain_policy(intent: Any) -> list[str]:
     elif "intent_model" in info:
         lines.append("  intent model: none (rules only)")
     return lines
+
+
+def format_facets(facets: Any) -> list[str]:
+    lines = [f"facets over the {facets.over} products of the relevant set:"]
+    for facet in facets.fields:
+        parts = []
+        for bucket in facet.buckets:
+            level = f"[{bucket.level}] " if bucket.level is not None and bucket.level > 1 else ""
+            parts.append(f"{level}{bucket.label} {bucket.count}")
+        extra = []
+        if facet.other:
+            extra.append(f"{facet.other} other")
+        if facet.missing:
+            extra.append(f"{facet.missing} without")
+        if facet.kind == "range" and facet.min is not None:
+            extra.append(f"min {facet.min:g}, max {facet.max:g}")
+        lines.append(f"  {facet.name}: " + (", ".join(parts) or "-") + (f" ({'; '.join(extra)})" if extra else ""))
+    return lines
+
+
+# -- attributes -------------------------------------------------------------------------------------
+@main.command()
+@INDEX_OPTION
+@click.argument("names", nargs=-1)
+@click.option("--values", "n_values", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Most frequent values shown per field.")
+@JSON_OPTION
+@click.pass_context
+def attributes(ctx: click.Context, index_dir: str, names: tuple[str, ...], n_values: int, as_json: bool) -> None:
+    """List the fields the index can filter, facet and sort on (or just NAMES).
+
+    Built-in fields are brand, category and price; every catalog attribute is listed with its kind
+    (numeric: ranges and range facets; text: values), how many products have it, its distinct values
+    and the most frequent ones.
+    """
+    from shopfusion.client import Client
+
+    settings = _run(lambda: _settings(ctx))
+    catalog = _run(lambda: Client(index_dir, settings=settings).attributes())
+    fields = ([_run(lambda name=name: catalog.field(name)) for name in names] if names else
+              sorted(catalog.fields.values(), key=lambda f: (not f.builtin, -f.products, f.name)))
+    if as_json:
+        _emit(True, {"products": catalog.products, "fields": [f.to_dict(n_values) for f in fields]}, "")
+        return
+    lines = [f"{catalog.products} products, {len(catalog.attributes)} attributes"
+             + (f" (showing {len(fields)})" if names else "")]
+    for info in fields:
+        label = info.name + (" (built-in)" if info.builtin else "")
+        if info.kind == "numeric" and info.min is not None:
+            detail = f"{info.min:.12g} to {info.max:.12g}"
+        else:
+            detail = ", ".join(f"{lab} {count}" for _, lab, count in info.values[:n_values])
+        distinct = f"{info.distinct}{'+' if info.distinct_capped else ''} distinct"
+        lines.append(f"  {label:<32} {info.kind:<8} {info.products:>7} products  {distinct:>16}  {detail[:100]}")
+    _emit(False, None, "\n".join(lines))
 
 
 # -- rerank -----------------------------------------------------------------------------------------

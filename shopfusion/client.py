@@ -22,6 +22,7 @@ from shopfusion.config import Settings, load_settings
 from shopfusion.types import Candidate, Filters, Results
 
 if TYPE_CHECKING:
+    from indexer.attributes import AttributeCatalog
     from indexer.manifest import Manifest
     from indexer.pipeline import IndexSummary
     from indexer.repair import RepairReport
@@ -72,14 +73,49 @@ class Client:
     def search(self, query: str, *, k: int | None = None, filters: Filters | None = None,
                fusion: str | None = None, alpha: float | None = None, normalization: str | None = None,
                rrf_k: float | None = None, depth: int | None = None, mode: Mode = "hybrid",
-               explain: bool = False, ranker: str | None = None) -> Results:
+               explain: bool = False, facets: str | Sequence[str] = (), facet_size: int = 10,
+               sort: str | None = None, page: int | None = None, offset: int | None = None,
+               ranker: str | None = None) -> Results:
         """Hybrid search; `fusion`, `alpha`, ... override the policy's choice for this call, `ranker` (a
-        trained ranker's directory, or `none`) the `search.ranker` setting."""
+        trained ranker's directory, or `none`) the `search.ranker` setting.
+
+        `filters` apply to both legs before either takes its top k. The relevant set is what both legs
+        retrieved (`depth` each), fused: `sort` (`price`, `-price`, `brand`, an attribute) re-orders it,
+        `page` (1-based, `k` hits each) or `offset` picks a slice of it (`Results.page` says where), and
+        `facets` (`"brand,category,colour"` or a sequence) are counted over all of it (`Results.facets`).
+
+        >>> client.search("mouse", filters=Filters(attributes={"colour": ("black",)}),  # doctest: +SKIP
+        ...               facets="brand,price", sort="-price", page=2)
+        """
         from ranker.searcher import SearchOptions
+        from ranker.view import ResultView
 
         self._check(query, k=k, depth=depth)
+        if filters is not None and not isinstance(filters, Filters):
+            from shopfusion.errors import QueryError
+
+            raise QueryError(f"filters must be a shopfusion.Filters, got {type(filters).__name__}: build one with "
+                             "Filters(brands=('HP',), attributes={'colour': ('black',)})")
+        if page is not None and offset is not None:
+            from shopfusion.errors import QueryError
+
+            raise QueryError("give page or offset, not both (page n of k hits is offset (n - 1) * k)")
+        size = self.settings.search.k if k is None else k
+        view = (ResultView.for_page(page, size, sort=sort, facets=facets, facet_size=facet_size) if page is not None
+                else ResultView(offset=offset or 0, sort=sort, facets=facets, facet_size=facet_size))
         options = SearchOptions(fusion, alpha, normalization, rrf_k, depth, ranker)
-        return self.searcher.search(query, k=k, filters=filters, options=options, mode=mode, explain=explain)
+        return self.searcher.search(query, k=k, filters=filters, options=options, mode=mode, explain=explain,
+                                    view=view)
+
+    def attributes(self) -> AttributeCatalog:
+        """The fields this index can filter, facet and sort on (names, kinds, counts, top values), read
+        from the current version without loading the model."""
+        from indexer.attributes import CATALOG_FILE, AttributeCatalog
+        from indexer.manifest import IndexDirectory
+
+        directory = IndexDirectory(self.index_dir)
+        manifest = directory.read_manifest()
+        return AttributeCatalog.load(directory.version_path(manifest.version) / CATALOG_FILE)
 
     def rerank(self, query: str, candidates: Sequence[Candidate | str | Mapping[str, Any]] | Mapping[str, Any], *,
                fusion: str | None = None, alpha: float | None = None, normalization: str | None = None,

@@ -88,6 +88,11 @@ def test_elasticsearch_down_degrades_to_the_dense_leg(env: dict[str, str], dispo
         code, output = _cli(env, "rerank", "cordless drill", "--index", str(index_dir), "--candidates",
                             str(candidates), "--json")
         assert code == 0 and "lexical leg is down" in json.loads(output)["warnings"][0]
+        code, output = _cli(env, "search", "cordless drill", "--index", str(index_dir), "--facets", "brand,price",
+                            "--sort", "-price", "--json")
+        faceted = json.loads(output)  # facets are the lexical engine's aggregations: the page comes without
+        assert code == 0 and faceted["hits"] and not faceted.get("facets"), output
+        assert any("facets need the lexical engine, which is down" in w for w in faceted["warnings"])
 
         failing = {**env, "SHOPFUSION_SEARCH_ON_LEG_FAILURE": "fail"}
         code, output = _cli(failing, "search", "cordless drill", "--index", str(index_dir))

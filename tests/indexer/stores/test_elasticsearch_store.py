@@ -429,6 +429,23 @@ MIN_AGREEMENT = {"homedepot": 0.9, "flipkart1050": 0.85}
 (2,355 products, 150 real queries), flipkart1050 0.942 (1,050 products, 150 title-prefix queries)."""
 
 
+def test_facet_counts_stay_exact_with_several_shards(es_settings) -> None:  # type: ignore[no-untyped-def]
+    from indexer.stores.base import reference_facet_counts
+    from tests.indexer.stores.conformance import FACET_REQUESTS
+    from tests.plugins.catalogs import FACETED
+
+    index = ElasticsearchLexicalIndex(es_settings, namespace="shards", version=f"v{uuid.uuid4().hex[:8]}",
+                                      create=True, shards=3, replicas=0)
+    try:
+        assert index.upsert(FACETED).failed == {}
+        index.commit()
+        counts = index.facet_counts([p.id for p in FACETED], FACET_REQUESTS)
+        for request in FACET_REQUESTS:
+            assert counts[request.name] == reference_facet_counts(FACETED, request), request
+    finally:
+        index.drop()
+
+
 def test_the_ranking_stage_reads_the_same_features_from_elasticsearch(es_settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A learned ranker's features on an Elasticsearch-backed index (per-field scores in one request)
     equal those on a tantivy index of the same catalog (standard analyzer, every field populated)."""
