@@ -3,20 +3,28 @@
 The lexical and vector legs return ids; hits are filled in from here. The store also tells the next
 indexing run which products are unchanged (same content hash) and which vectors can be reused (same text
 hash), and lets `verify` compare both legs against one list of ids.
+
+A damaged file (truncated, not a database, a malformed page) is an `IndexStateError` that says how to
+repair it, never a raw `sqlite3` traceback; `scan` checks every row's document against its content hash,
+so a flipped byte inside a product is found and named.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from indexer.vectorfile import EmbeddingJournal
+from shopfusion.errors import IndexStateError
 from shopfusion.types import Product
 
 __all__ = ["EmbeddingJournal", "ProductStore", "StoredProduct", "StoreRow"]
@@ -29,6 +37,7 @@ million products, so a bulk load does not spill dirty pages to the WAL over and 
 BULK_ROWS = 50_000
 _INSERT = ("INSERT OR REPLACE INTO products (id, content_hash, text_hash, doc, source, line)"
            " VALUES (?, ?, ?, ?, ?, ?)")
+_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS products (
@@ -51,23 +60,52 @@ class StoredProduct:
     line: int | None = None
 
 
+def _translated(method: Callable[..., _T]) -> Callable[..., _T]:
+    """SQLite failures of a damaged file as `IndexStateError` naming the file and the repair."""
+
+    @functools.wraps(method)
+    def wrapper(self: ProductStore, *args: Any, **kwargs: Any) -> _T:
+        with self.damage():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class ProductStore:
     """Products by id in one SQLite file. Writes happen in explicit transactions (`write_many`)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        self._conn.execute(_SCHEMA)
+        with self.damage():
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            self._conn.execute(_SCHEMA)
         self._bulk_rows = 0  # > 0 between `begin_bulk` and `end_bulk`
         self._uncommitted = 0
+
+    @contextlib.contextmanager
+    def damage(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise IndexStateError(
+                f"the product store {self.path} is damaged ({exc}): run `shopfusion verify --repair`"
+                " (or re-index with --replace)") from None
+
+    def _product(self, pid: str, doc: str) -> Product:
+        try:
+            return Product.from_dict(json.loads(doc))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise IndexStateError(f"the product store {self.path} holds a damaged record for {pid!r} ({exc}):"
+                                  " run `shopfusion verify --repair`") from None
 
     def close(self) -> None:
         self._conn.close()
 
+    @_translated
     def checkpoint(self) -> None:
         """Fold the WAL into the main file, so a version is one self-contained file."""
         self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -92,6 +130,7 @@ class ProductStore:
             self._conn.execute("ROLLBACK")
             raise
 
+    @_translated
     def begin_bulk(self, rows_per_commit: int = BULK_ROWS) -> None:
         """Group the following `write_many` calls into transactions of about `rows_per_commit` rows until
         `end_bulk` (a staging load, which a failure throws away whole). Ids arrive in catalog order, so
@@ -100,19 +139,23 @@ class ProductStore:
         self._conn.execute("BEGIN")
         self._bulk_rows, self._uncommitted = max(1, rows_per_commit), 0
 
+    @_translated
     def end_bulk(self) -> None:
         if self._bulk_rows:
             self._bulk_rows = 0
             self._conn.execute("COMMIT")
 
+    @_translated
     def contains(self, product_id: str) -> bool:
         return self._conn.execute("SELECT 1 FROM products WHERE id = ?", (product_id,)).fetchone() is not None
 
+    @_translated
     def delete(self, ids: Iterable[str]) -> None:
         self._conn.execute("BEGIN")
         self._conn.executemany("DELETE FROM products WHERE id = ?", ((pid,) for pid in ids))
         self._conn.execute("COMMIT")
 
+    @_translated
     def get_many(self, ids: Sequence[str]) -> dict[str, Product]:
         out: dict[str, Product] = {}
         unique = list(dict.fromkeys(ids))
@@ -120,9 +163,10 @@ class ProductStore:
             chunk = unique[start : start + 900]
             marks = ",".join("?" * len(chunk))
             for pid, doc in self._conn.execute(f"SELECT id, doc FROM products WHERE id IN ({marks})", chunk):
-                out[pid] = Product.from_dict(json.loads(doc))
+                out[pid] = self._product(pid, doc)
         return out
 
+    @_translated
     def hashes(self) -> dict[str, tuple[str, str]]:
         """id -> (content hash, text hash) for every product."""
         return {pid: (c, t) for pid, c, t in self._conn.execute(
@@ -130,15 +174,40 @@ class ProductStore:
 
     def iter_stored(self, batch: int = 1000) -> Iterator[StoredProduct]:
         """Every product in id order (the order both legs are built in)."""
-        cursor = self._conn.execute(
-            "SELECT doc, content_hash, text_hash, source, line FROM products ORDER BY id")
-        while rows := cursor.fetchmany(batch):
-            for doc, content_hash, text_hash, source, line in rows:
-                yield StoredProduct(Product.from_dict(json.loads(doc)), content_hash, text_hash, source, line)
+        for _, stored in self.scan(batch, check=False):
+            if stored is not None:
+                yield stored
 
+    def scan(self, batch: int = 1000, *, check: bool = True) -> Iterator[tuple[str, StoredProduct | None]]:
+        """(id, product) for every row in id order; with `check`, a row whose document is unreadable or
+        does not hash to its recorded content hash comes as (id, None) instead of raising."""
+        with self.damage():
+            cursor = self._conn.execute(
+                "SELECT id, doc, content_hash, text_hash, source, line FROM products ORDER BY id")
+        while True:
+            with self.damage():
+                rows = cursor.fetchmany(batch)
+            if not rows:
+                return
+            for pid, doc, content_hash, text_hash, source, line in rows:
+                try:
+                    product = self._product(pid, doc)
+                except IndexStateError:
+                    if not check:
+                        raise
+                    yield pid, None
+                    continue
+                if check and (product.id != pid or product.content_hash() != content_hash
+                              or product.text_hash() != text_hash):
+                    yield pid, None
+                    continue
+                yield pid, StoredProduct(product, content_hash, text_hash, source, line)
+
+    @_translated
     def ids(self) -> set[str]:
         return {row[0] for row in self._conn.execute("SELECT id FROM products")}
 
+    @_translated
     def count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM products").fetchone()[0])
 

@@ -2,15 +2,21 @@
 
 Layout of an index directory::
 
-    manifest.json        the current version and what it holds (model, encoder backend, catalog hash, counts)
-    versions/v000003/    one complete, immutable version: products.sqlite, lexical/, vectors/
+    manifest.json        the current version and what it holds (model, encoder backend, catalog hash,
+                         counts, checksums)
+    versions/v000003/    one complete, immutable version: products.sqlite, lexical/, vectors/, and
+                         version.json (its own manifest, what `rollback` switches back to)
     staging/             the run in progress: its embedding journal and the version being built
-    .lock                held by the one indexing run allowed at a time
+    .lock                held by the one writer (index, rollback, repair) allowed at a time
 
 A run builds a whole new version under `staging/`, renames it into `versions/`, then replaces
 `manifest.json` atomically (`os.replace`). Readers only ever follow the manifest, so they see the old
 version or the new one, never a mix; a run killed at any point leaves the old version current and its
 journal behind for the next run to resume from.
+
+Version names are `v` and six digits, checked wherever one is read (a manifest naming `../../..` is
+refused, never followed). The manifest records the SHA-256 and size of every file of its version
+(`files`; see `indexer.integrity`), so `verify` can name a damaged file.
 """
 
 from __future__ import annotations
@@ -34,6 +40,16 @@ from shopfusion.errors import IndexNotFoundError, IndexStateError
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 _VERSION_RE = re.compile(r"^v(\d{6})$")
+VERSION_FILE = "version.json"
+"""Each version directory's copy of its manifest (not itself checksummed)."""
+
+
+def check_version_name(version: object) -> str:
+    """A version name (`v000003`), or `IndexStateError`: never a path that could leave the index."""
+    if not isinstance(version, str) or not _VERSION_RE.match(version):
+        raise IndexStateError(f"{str(version)[:60]!r} is not a version name (expected v + 6 digits, e.g. v000003):"
+                              " the manifest is damaged or the name is mistyped; see `shopfusion versions`")
+    return version
 
 
 @dataclass(frozen=True)
@@ -48,6 +64,8 @@ class Manifest:
     catalogs: list[dict[str, Any]] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     format: int = FORMAT_VERSION
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Relative path -> {"sha256", "size"} of every file of the version (empty: built before checksums)."""
     backend: str = "torch"
     """The encoder backend that built the vectors (`torch`, `onnx`, `onnx-int8`; `hash` for tests)."""
     backend_id: str = "torch"
@@ -63,13 +81,29 @@ class Manifest:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+    def from_dict(cls, data: Any) -> Manifest:
+        """A manifest from parsed JSON, every field checked; `IndexStateError` names what is wrong."""
+        if not isinstance(data, dict):
+            raise IndexStateError(f"the manifest is not a JSON object (got {type(data).__name__})")
         if data.get("format") != FORMAT_VERSION:
             raise IndexStateError(
                 f"index format {data.get('format')} is not supported by this shopfusion (expects"
                 f" {FORMAT_VERSION}): rebuild the index with `shopfusion index`"
             )
-        return cls(**data)
+        check_version_name(data.get("version"))
+        kinds: dict[str, type | tuple[type, ...]] = {
+            "model": str, "model_id": str, "dim": int, "lexical": dict, "vector": dict, "counts": dict,
+            "catalogs": list, "created": (int, float), "files": dict, "backend": str, "backend_id": str,
+            "backend_agreement": dict}
+        for name, kind in kinds.items():
+            if name in data and (not isinstance(data[name], kind) or isinstance(data[name], bool)):
+                raise IndexStateError(f"the manifest's `{name}` has the wrong type ({type(data[name]).__name__})")
+        if not isinstance(data.get("lexical", {}).get("engine"), str):
+            raise IndexStateError("the manifest names no lexical engine")
+        try:
+            return cls(**data)
+        except TypeError as exc:  # a missing or an unknown field
+            raise IndexStateError(f"the manifest's fields are wrong ({exc})") from None
 
 
 class IndexDirectory:
@@ -91,7 +125,8 @@ class IndexDirectory:
         return self.path / "versions"
 
     def version_path(self, version: str) -> Path:
-        return self.versions / version
+        """The directory of a version; the name is checked, so the path never leaves `versions/`."""
+        return self.versions / check_version_name(version)
 
     @property
     def namespace(self) -> str:
@@ -109,9 +144,12 @@ class IndexDirectory:
                 f"no index at {self.path}: build one with `shopfusion index CATALOG --index {self.path}`"
             )
         try:
-            return Manifest.from_dict(json.loads(self.manifest_path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise IndexStateError(f"{self.manifest_path} is corrupt ({exc}): rebuild the index") from exc
+            return read_manifest_file(self.manifest_path)
+        except IndexStateError as exc:
+            raise IndexStateError(
+                f"{exc}: switch to a kept version with `shopfusion rollback --index {self.path}`, or run"
+                f" `shopfusion verify --index {self.path} --repair`"
+            ) from None
 
     def current(self) -> Manifest | None:
         return self.read_manifest() if self.exists() else None
@@ -120,7 +158,10 @@ class IndexDirectory:
         numbers = [0]
         if self.versions.is_dir():
             numbers += [int(m.group(1)) for p in self.versions.iterdir() if (m := _VERSION_RE.match(p.name))]
-        current = self.current()
+        try:
+            current = self.current()
+        except IndexStateError:  # a damaged manifest: the version directories still tell the numbers
+            current = None
         if current is not None:
             numbers.append(int(current.version[1:]))
         return f"v{max(numbers) + 1:06d}"
@@ -131,18 +172,43 @@ class IndexDirectory:
         target = self.version_path(manifest.version)
         if target.exists():
             shutil.rmtree(target)
+        write_json_atomic(built / VERSION_FILE, manifest.to_dict())
         _fsync_tree(built)
         os.rename(built, target)
         _fsync_dir(self.versions)
         write_json_atomic(self.manifest_path, manifest.to_dict())
 
+    def switch(self, manifest: Manifest) -> None:
+        """Make an existing version current (atomic manifest replace); see `indexer.versions.rollback`."""
+        if not self.version_path(manifest.version).is_dir():
+            raise IndexStateError(f"version {manifest.version} is not in {self.versions}")
+        write_json_atomic(self.manifest_path, manifest.to_dict())
+
+    def version_names(self) -> list[str]:
+        """Names of the version directories, oldest first."""
+        if not self.versions.is_dir():
+            return []
+        return sorted(p.name for p in self.versions.iterdir() if _VERSION_RE.match(p.name) and p.is_dir())
+
+    def version_manifest(self, version: str) -> Manifest:
+        """A version's own manifest (`version.json`); `IndexStateError` when absent or unreadable."""
+        path = self.version_path(version) / VERSION_FILE
+        if not path.is_file():
+            raise IndexStateError(f"version {version} has no {VERSION_FILE} (built by an older shopfusion):"
+                                  " it cannot be switched to")
+        manifest = read_manifest_file(path)
+        if manifest.version != version:
+            raise IndexStateError(f"{path} names version {manifest.version}, not {version}")
+        return manifest
+
     def prune(self, keep: int) -> list[str]:
         """Delete versions other than the newest `keep` (the current one always stays)."""
         current = self.current()
+        keep = max(keep, 1)
         if not self.versions.is_dir():
             return []
         names = sorted((p.name for p in self.versions.iterdir() if _VERSION_RE.match(p.name)), reverse=True)
-        keep_names = set(names[: max(keep, 1)])
+        keep_names = set(names[:keep])
         if current is not None:
             keep_names.add(current.version)
         removed = [name for name in names if name not in keep_names]
@@ -160,12 +226,24 @@ class IndexDirectory:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
                 raise IndexStateError(
-                    f"another indexing run is writing {self.path}: wait for it to finish (a crashed run"
-                    " releases the lock when its process ends)"
+                    f"another indexing run (or rollback, or repair) is writing {self.path}: wait for it to"
+                    " finish (a crashed run releases the lock when its process ends)"
                 ) from exc
             yield
         finally:
             handle.close()
+
+
+def read_manifest_file(path: Path) -> Manifest:
+    """Parse and check one manifest file; `IndexStateError` (never a traceback) when it is damaged."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise IndexStateError(f"{path} is damaged ({type(exc).__name__}: {exc})") from None
+    try:
+        return Manifest.from_dict(data)
+    except IndexStateError as exc:
+        raise IndexStateError(f"{path} is damaged ({exc})") from None
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -200,10 +200,12 @@ class KeyIndex:
 class VersionVectors:
     """The vectors of a published index version, found by text hash (for reuse by the next run).
 
-    Versions record each row's text hash (`text_hashes.bin`); for older ones the map comes from the
-    version's product store."""
+    Versions record each row's text hash (`text_hashes.bin`); for older ones, or when that file is damaged
+    (`trust_text_hashes` false), the map comes from the version's product store. Rows of the products in
+    `exclude` (damaged records or vectors, `indexer.live`) are never found: those texts are embedded again."""
 
-    def __init__(self, vectors_dir: Path, store: Any) -> None:
+    def __init__(self, vectors_dir: Path, store: Any, *, exclude: set[str] | frozenset[str] = frozenset(),
+                 trust_text_hashes: bool = True) -> None:
         from indexer.stores.faiss_builder import text_hash_rows
 
         self.path = vectors_dir / "vectors.npy"
@@ -211,11 +213,16 @@ class VersionVectors:
         self.offset = int(mapped.offset)
         self.count, self.dim = int(mapped.shape[0]), int(mapped.shape[1])
         del mapped
-        keys = text_hash_rows(vectors_dir)
+        keys = text_hash_rows(vectors_dir) if trust_text_hashes else None
+        ids: list[str] | None = None
         if keys is None or len(keys) != self.count:
             ids = json.loads((vectors_dir / "ids.json").read_text(encoding="utf-8"))
-            hashes = store.hashes_of(ids)
+            hashes = store.hashes_of([pid for pid in ids if pid not in exclude])
             keys = pack_keys([hashes[pid][1] if pid in hashes else "-" * KEY_BYTES for pid in ids])
+        elif exclude:
+            ids = json.loads((vectors_dir / "ids.json").read_text(encoding="utf-8"))
+            keys = keys.copy()
+            keys[[i for i, pid in enumerate(ids) if pid in exclude]] = b"-" * KEY_BYTES
         self._index = KeyIndex(keys)
 
     def find(self, keys: Sequence[str] | Sequence[bytes] | np.ndarray) -> np.ndarray:

@@ -13,9 +13,22 @@ domains. Start with `Client`:
 from shopfusion.client import Client
 from shopfusion.config import Settings, load_settings
 from shopfusion.errors import ShopfusionError
-from shopfusion.types import Candidate, Filters, Hit, Intent, LegScore, Product, Results
+from shopfusion.types import (
+    AttributeFilter,
+    Candidate,
+    Facet,
+    FacetBucket,
+    Facets,
+    Filters,
+    Hit,
+    Intent,
+    LegScore,
+    Page,
+    Product,
+    Results,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["Candidate", "Client", "Filters", "Hit", "Intent", "LegScore", "Product", "Results", "Settings",
-           "ShopfusionError", "load_settings"]
+__all__ = ["AttributeFilter", "Candidate", "Client", "Facet", "FacetBucket", "Facets", "Filters", "Hit", "Intent",
+           "LegScore", "Page", "Product", "Results", "Settings", "ShopfusionError", "load_settings"]

@@ -157,8 +157,13 @@ def read_versioned_json(path: Path, *, what: str, fmt: str, version: int, fix: s
 
 
 def read_card(directory: str | os.PathLike[str], kind: str | None = None) -> ModelCard:
-    """Load the card of an artifact directory, checking its kind; errors say what the directory lacks."""
+    """Load the card of an artifact directory, checking its kind; errors say what the directory lacks.
+    A directory holding any pickle file is refused before anything in it is read (the one rule of
+    `shopfusion.encoders.check_safetensors`: no pickle path at all, whatever else is there)."""
+    from shopfusion.encoders import check_safetensors
+
     directory = Path(directory)
+    check_safetensors(directory)
     path = directory / CARD_FILE
     if not path.is_file():
         hint = f" (a `{kind}` written by `shopfusion train`)" if kind else ""

@@ -10,7 +10,8 @@ setting given in the file, the environment or per call over the fusion policy's 
 the override), so a setting given is never silently ignored.
 
 Credentials (`elasticsearch.password`, `elasticsearch.api_key`, `service.api_key`) are read like any other key but are
-excluded from `repr` and from `to_dict`, so they are never logged or serialised.
+excluded from `repr` and from `to_dict`, so they are never logged or serialised; passwords inside URLs
+(broker URLs, hosts) are masked by `redact_url` wherever a URL is shown.
 
 Example `shopfusion.toml`::
 
@@ -60,6 +61,10 @@ class IndexSettings:
     max_field_chars: int = 100_000
     """Records with a longer text field are rejected (a sign of a broken export)."""
     keep_versions: int = 2
+    """Versions kept on disk (and in Elasticsearch) for `shopfusion rollback`; the live one always stays."""
+    max_shrink: float = 0.5
+    """A run refuses to publish a version that drops more than this share of the live version's products
+    (and always refuses an empty version) unless `--allow-shrink` is given; 1.0 turns the share check off."""
     lexical: Literal["tantivy", "elasticsearch"] = "tantivy"
     executor: Literal["local", "celery"] = "local"
     device: str = "auto"
@@ -95,6 +100,12 @@ class SearchSettings:
     `none` (rules only) or the directory of a model written by `shopfusion train intent`. An explicitly
     given model trained on another encoder than the index's is refused; the shipped one falls back to the
     rules with a warning in the results."""
+    on_leg_failure: Literal["degrade", "fail"] = "degrade"
+    """When one retrieval leg's engine is down (Elasticsearch unreachable, say): `degrade` answers a hybrid
+    search from the other leg with a warning in the results; `fail` raises the backend's error."""
+    ranker: str = "none"
+    """Learned ranking stage after fusion: `none`, or the directory of a ranker written by
+    `shopfusion train ranker` (it then orders the union of both legs' candidates)."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,9 @@ class CelerySettings:
     """Directory all workers can read and write (shared volume); defaults to `<index>/shards`."""
     task_time_limit: int = 600
     max_retries: int = 3
+    outage_timeout: float = 120.0
+    """Seconds an indexing run waits for a broker or result backend that went away mid-run (retrying all
+    the while) before it fails with a `BackendError`; the batches already embedded are journaled."""
 
     __repr__ = lambda self: _redacted_repr(self)  # noqa: E731
 
@@ -181,11 +195,53 @@ class ServiceSettings:
 
 
 SECRET_KEYS = {"password", "api_key"}
+_URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_SECRET_PARAM = re.compile(
+    r"^(password|passwd|pwd|pass|secret|token|auth|key|apikey|credentials?|sig|signature|client_secret"
+    r"|private_key|[a-z_-]*(api|access|secret|auth|session)[_-]?(key|token))$", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
-    """`scheme://user:secret@host` -> `scheme://user:***@host` (for logs and reprs)."""
-    return re.sub(r"(://[^:/@]*):[^@/]+@", r"\1:***@", url)
+    """Any URL (or list of URLs) with its secrets masked, for logs, messages and reprs.
+
+    - `scheme://user:secret@host` -> `scheme://user:***@host`, also when the secret holds `/`, `@`, `:`
+      or `?` (the user part ends at the last `@` of the URL, so a secret is never cut short; an address
+      with `@` in its path is masked too far rather than too little);
+    - `scheme://token@host` (a bare token as user) -> `scheme://***@host`;
+    - query parameters such as `?password=`, `&api_key=`, `token=`, `secret=`, `sig=` -> `=***`;
+    - several URLs in one string (`redis://:a@h1;redis://:b@h2`, comma or space separated) each masked.
+
+    >>> redact_url("redis://:p@ss/w0rd@cache:6379/0?password=x&db=1")
+    'redis://:***@cache:6379/0?password=***&db=1'
+    """
+    starts = [m.start() for m in _URL_START.finditer(url)]
+    if not starts:
+        return _redact_query(url) if "=" in url else url
+    pieces = [url[: starts[0]]]
+    for start, end in zip(starts, starts[1:] + [len(url)], strict=True):
+        pieces.append(_redact_one(url[start:end]))
+    return "".join(pieces)
+
+
+def _redact_one(url: str) -> str:
+    scheme_end = url.index("://") + 3
+    rest = url[scheme_end:]
+    at = rest.rfind("@")
+    if at >= 0:
+        userinfo, rest = rest[:at], rest[at + 1 :]
+        user, colon, _ = userinfo.partition(":")
+        userinfo = f"{user}:***" if colon else "***"
+        return url[:scheme_end] + userinfo + "@" + _redact_query(rest)
+    return url[:scheme_end] + _redact_query(rest)
+
+
+def _redact_query(text: str) -> str:
+    """`key=value` pairs (after `?`, `&` or `;`) whose key names a secret get `***` as value."""
+    def mask(match: re.Match[str]) -> str:
+        key = match.group(2)
+        return match.group(0) if not _SECRET_PARAM.match(key) else f"{match.group(1)}{key}=***"
+
+    return re.sub(r"([?&;]|^)([^=&;?#\s]+)=([^&;#\s]*)", mask, text)
 
 
 def _redacted_repr(settings: Any) -> str:

@@ -2,7 +2,7 @@
 deterministic hashing encoder for tests.
 
 Models are loaded offline (`HF_HUB_OFFLINE=1`), from safetensors only and with `trust_remote_code` off:
-a directory holding only pickled weights is refused. Constructors are cheap; the model loads on first use.
+a directory holding any pickled file (`.bin`, `.pt`, `.pkl`, ...) is refused, whatever else it holds. Constructors are cheap; the model loads on first use.
 
 >>> enc = load_encoder("hash:16")
 >>> enc.encode(["cordless drill"]).shape
@@ -254,14 +254,23 @@ def _make_encoder(spec: str, device: str, backend: str = "torch") -> Encoder:
     return OnnxEncoder(path, name=name, variant="int8" if backend == "onnx-int8" else "fp32", packaged=packaged)
 
 
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib"})
+"""File kinds that are (or may be) Python pickles: loading one can run arbitrary code."""
+
+
 def check_safetensors(path: Path) -> None:
-    """Refuse model directories whose weights are only pickled (`.bin`, `.pt`)."""
-    weights = list(path.rglob("*.safetensors"))
-    pickled = [p for p in path.rglob("*") if p.suffix in {".bin", ".pt", ".pth", ".pkl"}]
-    if not weights and pickled:
+    """Refuse a model directory that holds any pickled weights file, whatever else is there.
+
+    A directory with both `model.safetensors` and `pytorch_model.bin` is refused too: which file a loader
+    picks is its choice, not ours, so the only safe model directory has no pickle in it at all (issue
+    14). The error names the file to delete or convert."""
+    pickled = sorted(p for p in Path(path).rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES and p.is_file())
+    if pickled:
+        others = f" (and {len(pickled) - 1} more)" if len(pickled) > 1 else ""
         raise ConfigError(
-            f"model {path} has only pickled weights ({pickled[0].name}); shopfusion loads safetensors only:"
-            " re-save the model with `model.save(path, safe_serialization=True)`"
+            f"model {path} holds a pickled weights file, {pickled[0].relative_to(path)}{others}; shopfusion loads"
+            " safetensors only and refuses any directory with a pickle in it: delete the file (keeping"
+            " model.safetensors), or re-save the model with `model.save(path, safe_serialization=True)`"
         )
 
 

@@ -1,4 +1,5 @@
-"""Retrieval evaluation: nDCG@10, Recall@100 and MRR with graded judgments, via ranx.
+"""Retrieval evaluation: nDCG@10, Recall@100 and MRR with graded judgments, via ranx; paired
+significance tests between runs (`compare_runs`, ranx `compare`), so a real gain can be told from noise.
 
 Grades are real numbers (Home Depot: mean of raters, 1 = irrelevant .. 3 = exact match). They map to
 integer gains for ranx with `gain = round((grade - min_grade) * GAIN_SCALE)`, so the lowest grade is
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -137,6 +139,82 @@ def load_qrels(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
     if not qrels:
         raise QueryError(f"qrels file {path} holds no judgments")
     return qrels
+
+
+STAT_TESTS: tuple[str, ...] = ("student", "fisher", "tukey")
+"""ranx's paired tests: Student's paired t-test, Fisher's randomisation test, Tukey's HSD."""
+
+
+def compare_runs(runs: Mapping[str, Run], qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS, *,
+                 stat_test: str = "student", max_p: float = 0.01, min_grade: float | None = None,
+                 seed: int = 42) -> dict[str, object]:
+    """Each run's mean of each metric and a paired significance test of every pair of runs (ranx
+    `compare`) over the same judged queries: `{"stat_test", "max_p", "queries", "means": {run: {metric:
+    mean}}, "p_values": {run: {other run: {metric: p}}}, "win_tie_loss": {run: {other: {metric: {W, T,
+    L}}}}}`. A missing query counts as an empty ranking (score 0) in every run.
+
+    >>> qrels = {"q1": {"a": 2.0}, "q2": {"b": 2.0}, "q3": {"c": 2.0}}
+    >>> good = {"q1": {"a": 2.0}, "q2": {"b": 2.0}, "q3": {"c": 2.0}}
+    >>> out = compare_runs({"good": good, "bad": {}}, qrels, ["ndcg@10"], min_grade=0.0)
+    >>> out["means"]["good"]["ndcg@10"], out["means"]["bad"]["ndcg@10"]
+    (1.0, 0.0)
+    """
+    from ranx import Qrels as RanxQrels
+    from ranx import Run as RanxRun
+    from ranx import compare
+
+    if stat_test not in STAT_TESTS:
+        raise QueryError(f"unknown significance test {stat_test!r}: use one of {', '.join(STAT_TESTS)}")
+    if not runs:
+        raise QueryError("no runs to compare")
+    int_qrels = gains(qrels, min_grade)
+    if not int_qrels:
+        raise QueryError("no query in the judgments has a relevant product: check the qrels file")
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "shopfusion" / "numba"))
+    ranx_runs = []
+    for name, run in runs.items():
+        docs = {qid: ({str(d): float(v) for d, v in run.get(qid, {}).items()} or {"__none__": 0.0})
+                for qid in int_qrels}
+        ranx_runs.append(RanxRun.from_dict(docs, name=name))
+    metrics = list(metrics)
+    if len(ranx_runs) == 1:
+        means = {ranx_runs[0].name: evaluate(runs[ranx_runs[0].name], qrels, metrics, min_grade=min_grade)}
+        return {"stat_test": stat_test, "max_p": max_p, "queries": len(int_qrels), "means": means,
+                "p_values": {}, "win_tie_loss": {}}
+    report = compare(RanxQrels.from_dict(int_qrels), ranx_runs, metrics=metrics, stat_test=stat_test, max_p=max_p,
+                     random_seed=seed, rounding_digits=12).to_dict()
+    names = [run.name for run in ranx_runs]
+    return {
+        "stat_test": stat_test, "max_p": max_p, "queries": len(int_qrels),
+        "means": {n: {m: float(v) for m, v in report[n]["scores"].items()} for n in names},
+        # identical per-query values give the t-test no variance (NaN): no difference, p = 1
+        "p_values": {n: {o: {m: 1.0 if math.isnan(float(p)) else float(p) for m, p in ps.items()}
+                         for o, ps in report[n]["comparisons"].items()} for n in names},
+        "win_tie_loss": {n: {o: {m: dict(w) for m, w in wtl.items()} for o, wtl in report[n]["win_tie_loss"].items()}
+                         for n in names},
+    }
+
+
+def load_trec_run(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
+    """A TREC run file (`qid Q0 docid rank score tag`, whitespace separated) as `{qid: {docid: score}}`."""
+    path = Path(path)
+    if not path.is_file():
+        raise QueryError(f"run file {path} not found")
+    run: dict[str, dict[str, float]] = {}
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) < 5:
+                raise QueryError(f"{path} line {number}: expected a TREC run line `qid Q0 docid rank score [tag]`")
+            try:
+                run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
+            except ValueError as exc:
+                raise QueryError(f"{path} line {number}: score {parts[4]!r} is not a number") from exc
+    if not run:
+        raise QueryError(f"run file {path} holds no results")
+    return run
 
 
 def write_trec_run(run: Run, path: str | os.PathLike[str], tag: str = "shopfusion") -> None:

@@ -21,6 +21,7 @@ def test_the_adaptation_chain_runs_end_to_end(tmp_path: Path) -> None:
     catalog.write_text("\n".join(lines[:150]) + "\n", encoding="utf-8")
     env = {**os.environ, "CATALOG": str(catalog), "WORK": str(tmp_path / "work"), "ENCODER_STEPS": "2",
            "INTENT_ARGS": "--k 5 --max-test-per-label 3 --head-steps 10",
+           "RANKER_ARGS": "--rounds 10 --min-data-in-leaf 5 --num-leaves 7",
            "SHOPFUSION": f"{sys.executable} -m shopfusion.cli", "PYTHON": sys.executable,
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(["bash", str(ROOT / "examples" / "adaptation-chain" / "run.sh")], env=env,
@@ -34,3 +35,6 @@ def test_the_adaptation_chain_runs_end_to_end(tmp_path: Path) -> None:
     assert any("rules only" in w for w in tuned["warnings"])  # the shipped intent model cannot read it
     assert not intent["warnings"] and intent["models"]["intent_model"]["encoder"] == tuned["models"]["encoder"]
     assert "what each step changed" in done.stdout and "intent model:" in done.stdout
+    ranked = json.loads((work / "eval-5-ranker.json").read_text())  # the learned ranker, trained on the chain's models
+    assert list(ranked["runs"]) == ["fusion", "ranker"] and ranked["models"]["ranker"]["path"] == str(work / "ranker")
+    assert "ranker:" in done.stdout

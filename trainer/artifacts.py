@@ -29,19 +29,19 @@ import torch
 from torch import nn
 
 from shopfusion.artifacts import EncoderRef, ModelCard
-from shopfusion.errors import TrainingError
-
-PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
+from shopfusion.errors import ConfigError, TrainingError
 
 
 def refuse_pickles(path: Path) -> None:
-    """Raise `TrainingError` if a model directory holds pickled weight files."""
-    pickled = sorted(p for p in path.rglob("*") if p.suffix in PICKLE_SUFFIXES)
-    if pickled:
-        raise TrainingError(
-            f"{pickled[0]} is a pickled weights file; shopfusion loads safetensors only: re-save the model"
-            " with safetensors (`model.save(path, safe_serialization=True)`) and delete the pickle"
-        )
+    """Raise `TrainingError` if a model directory holds any pickled file. The rule is
+    `shopfusion.encoders.check_safetensors`, the one every model loader applies (issue 14): the trainer
+    only reports it as a training error."""
+    from shopfusion.encoders import check_safetensors
+
+    try:
+        check_safetensors(path)
+    except ConfigError as exc:
+        raise TrainingError(str(exc)) from None
 
 
 def load_sentence_transformer(path: str | Path, device: str = "cpu") -> Any:

@@ -440,3 +440,8 @@ def policy_command(ctx: click.Context, index_dir: str, queries_path: str, qrels_
                 "use": f"search.policy = \"{Path(out_dir)}\""}
 
     _run(action, as_json)
+
+
+from trainer.ranker_cli import ranker as _ranker_command  # noqa: E402  (`train ranker`, issue 10)
+
+train.add_command(_ranker_command)

@@ -19,7 +19,8 @@ def make_executor(settings: Settings, index_dir: Path) -> Executor:
 
         shard_dir = Path(settings.celery.shard_dir) if settings.celery.shard_dir else index_dir / "shards"
         return CeleryExecutor(settings.celery, shard_dir, device=settings.index.device,
-                              encode_batch_size=settings.index.batch_size)
+                              encode_batch_size=settings.index.batch_size,
+                              outage_timeout=settings.celery.outage_timeout)
     return LocalExecutor(device=settings.index.device, encode_batch_size=settings.index.batch_size)
 
 

@@ -131,13 +131,10 @@ def redis_url_with_db(url: str, db: int) -> str:
 
 
 def redacted(url: str) -> str:
-    """A broker URL safe to show in messages: any password replaced by `***`."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{netloc}", parts.path, parts.query, parts.fragment))
+    """A broker URL safe to show in messages: every secret masked (see `shopfusion.config.redact_url`)."""
+    from shopfusion.config import redact_url
+
+    return redact_url(url)
 
 
 def limit_threads_per_process(concurrency: int) -> None:

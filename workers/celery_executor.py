@@ -15,9 +15,14 @@ Failure handling:
   worker does, its started batches are sent again after two looks `lost_after` seconds apart, rather
   than after Redis's visibility timeout;
 - an unreachable broker at the start raises `BackendError` after `connect_retries` attempts; a broker that
-  goes away mid-run is waited for up to `outage_timeout` seconds; a batch whose message the broker lost
-  (a Redis restart without persistence) is noticed, its state unknown while the queue is empty, and sent
-  again, so none is lost (tasks are idempotent);
+  goes away mid-run (stopped, or hung: every Redis call of this process has a `socket_timeout`) is waited
+  for, polls and sends retried, for up to `outage_timeout` seconds in all, then `BackendError` (the
+  pipeline journals the batches already done, so a new run resumes); a batch whose message the broker
+  lost (a Redis restart without persistence) is noticed, its state unknown while the queue is empty, and
+  sent again, so none is lost (tasks are idempotent);
+- a batch that failed because of the outage, not because of its texts, is not a failure of its
+  products: when its worker wrote the shard but could not store the result, the shard is used; when the
+  failure is a connection error, the batch is sent again (`max_resends` times);
 - when no worker consumes the queue for `no_worker_timeout` seconds, `BackendError` says how to start one.
 
 >>> from shopfusion.config import load_settings
@@ -39,16 +44,12 @@ from shopfusion.encoders import load_encoder
 from shopfusion.errors import BackendError, ConfigError
 from workers.celery_app import EMBED_TASK, create_app, redacted
 from workers.executor import EmbedBatch, EmbedResult
-from workers.tasks import read_shard, remove_shard
+from workers.outage import START_HINT, Outage, bound_client_calls, transient
+from workers.tasks import read_shard, remove_shard, shard_model
 
 logger = logging.getLogger(__name__)
 
 READY = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
-
-START_HINT = (
-    "start Redis (`scripts/redis.sh start`, or `redis-server`) or point SHOPFUSION_CELERY_BROKER_URL "
-    "(and SHOPFUSION_CELERY_RESULT_BACKEND; `[celery]` in shopfusion.toml) at a running one"
-)
 
 
 class CeleryExecutor:
@@ -62,7 +63,11 @@ class CeleryExecutor:
         max_in_flight: tasks outstanding at once; more are sent as results come back.
         poll_interval: seconds between polls of the result backend while nothing finished.
         connect_retries: attempts to reach the broker at the start before `BackendError`.
-        outage_timeout: seconds a run waits for a broker that went away mid-run before `BackendError`.
+        outage_timeout: seconds a run waits for a broker that went away mid-run before `BackendError`
+            (`celery.outage_timeout`).
+        socket_timeout: seconds a single Redis read of this process may take (a hung Redis); a run fails
+            at most about `outage_timeout` + 2 x `socket_timeout` after Redis stopped answering.
+        max_resends: times a batch that failed with a connection error is sent again.
         no_worker_timeout: seconds without any worker consuming the queue before `BackendError`;
             None waits forever.
         lost_after: seconds between two looks for batches to send again (see `_RedeliveryWatch`).
@@ -85,6 +90,8 @@ class CeleryExecutor:
         no_worker_timeout: float | None = 300.0,
         lost_after: float = 10.0,
         keep_shards: bool = False,
+        socket_timeout: float = 5.0,
+        max_resends: int = 3,
     ) -> None:
         if max_in_flight < 1:
             raise ConfigError(f"max_in_flight must be at least 1, got {max_in_flight}")
@@ -104,7 +111,10 @@ class CeleryExecutor:
         self.no_worker_timeout = no_worker_timeout
         self.lost_after = lost_after
         self.keep_shards = keep_shards
+        self.socket_timeout = socket_timeout
+        self.max_resends = max_resends
         self._app: Any = None
+        self._outage = Outage(outage_timeout)
 
     @property
     def app(self) -> Any:
@@ -112,6 +122,7 @@ class CeleryExecutor:
         if self._app is None:
             app = create_app(self.settings)
             _use_polling_backend(app)
+            bound_client_calls(app, self.socket_timeout)
             self._app = app
         return self._app
 
@@ -121,6 +132,8 @@ class CeleryExecutor:
         self._check_connections()
         expected_model = _local_identity(model, self.device, backend)
         in_flight: dict[str, EmbedBatch] = {}  # task id -> batch
+        resends: dict[str, int] = {}
+        self._outage = Outage(self.outage_timeout)
         seen: set[str] = set()
         source = iter(batches)
         exhausted = False
@@ -147,8 +160,15 @@ class CeleryExecutor:
                 ]
                 for task_id, meta in finished:
                     batch = in_flight.pop(task_id)
-                    yield self._result(batch, meta, expected_model)
+                    result = self._result(batch, meta, expected_model)
                     self._forget(task_id)
+                    if not result.ok and transient(meta) and resends.get(batch.batch_id, 0) < self.max_resends:
+                        resends[batch.batch_id] = resends.get(batch.batch_id, 0) + 1
+                        logger.warning("batch %s failed with a connection error; sending it again (%d of %d)",
+                                       batch.batch_id, resends[batch.batch_id], self.max_resends)
+                        in_flight[self._send(model, batch)] = batch
+                        continue
+                    yield result
                 pending = {task_id: meta for task_id, meta in states.items() if task_id in in_flight}
                 for task_id, why in redelivery.stalled(pending, self._queue_size, self._live_workers).items():
                     batch = in_flight.pop(task_id)
@@ -160,7 +180,7 @@ class CeleryExecutor:
                     watch.check()
                     time.sleep(self.poll_interval)
         finally:
-            if in_flight:  # the caller stopped early or an error ended the run: drop the rest
+            if in_flight and self._outage.since is None:  # stopped early or failed: drop the rest
                 self._revoke(list(in_flight))
 
     def close(self) -> None:
@@ -182,45 +202,33 @@ class CeleryExecutor:
             "encode_batch_size": self.encode_batch_size,
             "backend": backend,
         }
-        try:
-            self.app.send_task(EMBED_TASK, kwargs=kwargs, queue=self.settings.queue, task_id=task_id)
-        except Exception as exc:
-            raise BackendError(
-                f"could not send batch {batch.batch_id!r} to the Celery broker at "
-                f"{redacted(self.settings.broker_url)} ({type(exc).__name__}: {exc}): {START_HINT}"
-            ) from exc
-        return task_id
+        while True:
+            started = time.monotonic()
+            try:
+                self.app.send_task(EMBED_TASK, kwargs=kwargs, queue=self.settings.queue, task_id=task_id)
+                self._outage.ok()
+                return task_id
+            except Exception as exc:
+                self._outage.failed(exc, f"sending batch {batch.batch_id!r} to the Celery broker at "
+                                         f"{redacted(self.settings.broker_url)}", started)
 
     # -- collection -----------------------------------------------------------------------------------
 
     def _poll(self, task_ids: list[str]) -> dict[str, dict[str, Any] | None]:
-        """States of `task_ids`, waiting up to `outage_timeout` for a result backend that went away."""
-        deadline: float | None = None
-        delay = 0.2
+        """States of `task_ids`, waiting (within `outage_timeout`) for a result backend that went away."""
         while True:
+            started = time.monotonic()
             try:
-                return self._fetch(task_ids)
+                states = self._fetch(task_ids)
+                self._outage.ok()
+                return states
             except Exception as exc:
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + self.outage_timeout
-                    logger.warning(
-                        "lost the Celery result backend (%s: %s); waiting up to %.0f s for it",
-                        type(exc).__name__,
-                        exc,
-                        self.outage_timeout,
-                    )
-                if now >= deadline:
-                    raise BackendError(
-                        f"the Celery result backend at {redacted(self.settings.result_backend)} has been "
-                        f"unreachable for {self.outage_timeout:.0f} s ({type(exc).__name__}: {exc}): "
-                        f"{START_HINT}; batches already yielded are kept, run again to finish"
-                    ) from exc
-                time.sleep(delay)
-                delay = min(2.0, delay * 2)
+                self._outage.failed(exc, f"the Celery result backend at {redacted(self.settings.result_backend)}",
+                                    started)
 
     def _queue_size(self) -> int | None:
         """Messages waiting in the queue (0 when Redis dropped the empty list); None when unknown."""
+        started = time.monotonic()
         try:
             with self.app.connection_for_read() as conn:
                 return int(conn.default_channel.queue_declare(queue=self.settings.queue, passive=True)[1])
@@ -228,6 +236,7 @@ class CeleryExecutor:
             if "NOT_FOUND" in str(exc) or "404" in str(getattr(exc, "reply_code", "")):
                 return 0
             logger.debug("could not size queue %s", self.settings.queue, exc_info=True)
+            self._outage.noticed(started)
             return None
 
     def _fetch(self, task_ids: list[str]) -> dict[str, dict[str, Any] | None]:
@@ -249,6 +258,10 @@ class CeleryExecutor:
     def _result(self, batch: EmbedBatch, meta: dict[str, Any],
                 expected_model: tuple[str, str] | None) -> EmbedResult:
         status = meta.get("status")
+        if status != "SUCCESS" and transient(meta):
+            rescued = self._rescue(batch, expected_model, meta)
+            if rescued is not None:
+                return rescued
         if status != "SUCCESS":
             exc = meta.get("result")
             reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else repr(exc)
@@ -287,6 +300,24 @@ class CeleryExecutor:
             remove_shard(self.shard_dir, batch.batch_id)
         return EmbedResult(batch.batch_id, batch.keys, vectors)
 
+    def _rescue(self, batch: EmbedBatch, expected_model: tuple[str, str] | None,
+                meta: dict[str, Any]) -> EmbedResult | None:
+        """The batch's shard, when its worker wrote it but then could not store the task's result (the
+        broker went away between the two): the vectors are there, written atomically, under this
+        batch's keys and by the expected model and backend."""
+        try:
+            keys, vectors = read_shard(self.shard_dir, batch.batch_id)
+        except (OSError, ValueError):
+            return None
+        model = shard_model(self.shard_dir, batch.batch_id)
+        if keys != tuple(batch.keys) or model is None or (expected_model is not None and model != expected_model):
+            return None
+        logger.warning("batch %s: its worker wrote the shard but could not store the result (%s); using the"
+                       " shard", batch.batch_id, meta.get("result"))
+        if not self.keep_shards:
+            remove_shard(self.shard_dir, batch.batch_id)
+        return EmbedResult(batch.batch_id, batch.keys, vectors)
+
     @staticmethod
     def _failed(batch: EmbedBatch, message: str) -> EmbedResult:
         logger.warning(
@@ -302,10 +333,14 @@ class CeleryExecutor:
             logger.debug("could not revoke %d tasks", len(task_ids), exc_info=True)
 
     def _forget(self, task_id: str) -> None:
+        if self._outage.since is not None:
+            return  # Redis is away: the result expires on its own (result_expires)
+        started = time.monotonic()
         try:
             self.app.backend.forget(task_id)
-        except Exception:  # the result expires on its own (result_expires)
+        except Exception:
             logger.debug("could not forget task %s", task_id, exc_info=True)
+            self._outage.noticed(started)
 
     # -- connections ----------------------------------------------------------------------------------
 
@@ -335,10 +370,12 @@ class CeleryExecutor:
 
     def _live_workers(self) -> set[str] | None:
         """Names of the workers answering a ping; None when the broker cannot be asked."""
+        started = time.monotonic()
         try:
             replies = self.app.control.ping(timeout=1.0) or []
         except Exception:
             logger.debug("could not ping the workers", exc_info=True)
+            self._outage.noticed(started)
             return None
         return {name for reply in replies for name in reply}
 
@@ -426,9 +463,11 @@ class _WorkerWatch:
         if now - self.last_check < self.CHECK_EVERY:
             return
         self.last_check = now
+        started = time.monotonic()
         try:
             workers = self.executor.workers_consuming()
-        except Exception:  # the broker is away: _poll handles outages
+        except Exception:  # the broker is away: _poll fails the run once it has been for outage_timeout
+            self.executor._outage.noticed(started)
             return
         if workers:
             self.no_worker_since = None

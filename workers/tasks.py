@@ -60,12 +60,16 @@ def shard_paths(shard_dir: str | os.PathLike[str], batch_id: str) -> tuple[Path,
 
 
 def write_shard(
-    shard_dir: str | os.PathLike[str], batch_id: str, keys: Sequence[str], vectors: np.ndarray
+    shard_dir: str | os.PathLike[str], batch_id: str, keys: Sequence[str], vectors: np.ndarray,
+    model_id: str | None = None, backend_id: str = "torch",
 ) -> Path:
-    """Write a batch's vectors and keys atomically (temp file + `os.replace`); returns the vectors path."""
+    """Write a batch's vectors and keys atomically (temp file + `os.replace`); returns the vectors path.
+    The keys file names the model and encoder backend too, so a shard can be trusted even when its task's
+    result was lost."""
     vectors_path, keys_path = shard_paths(shard_dir, batch_id)
     vectors_path.parent.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps({"batch_id": batch_id, "keys": list(keys)}).encode("utf-8")
+    payload = json.dumps({"batch_id": batch_id, "keys": list(keys), "model_id": model_id,
+                          "backend_id": backend_id}).encode("utf-8")
     _atomic_write(keys_path, lambda handle: handle.write(payload))
     _atomic_write(
         vectors_path, lambda handle: np.save(handle, np.ascontiguousarray(vectors, dtype=np.float32))
@@ -82,6 +86,17 @@ def read_shard(shard_dir: str | os.PathLike[str], batch_id: str) -> tuple[tuple[
     if meta.get("batch_id") != batch_id or vectors.ndim != 2 or vectors.shape[0] != len(keys):
         raise ValueError(f"shard {vectors_path} does not match batch {batch_id!r} ({len(keys)} keys)")
     return keys, vectors
+
+
+def shard_model(shard_dir: str | os.PathLike[str], batch_id: str) -> tuple[str, str] | None:
+    """The (model id, backend id) a shard was written with (None when unknown or unreadable)."""
+    try:
+        meta = json.loads(shard_paths(shard_dir, batch_id)[1].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    model = meta.get("model_id") if isinstance(meta, dict) else None
+    backend = meta.get("backend_id", "torch") if isinstance(meta, dict) else None
+    return (model, backend) if isinstance(model, str) and isinstance(backend, str) else None
 
 
 def remove_shard(shard_dir: str | os.PathLike[str], batch_id: str) -> None:
@@ -115,7 +130,8 @@ def embed_batch(
     vectors = encoder.encode(list(texts), batch_size=encode_batch_size)
     if vectors.shape[0] != len(keys):
         raise RuntimeError(f"encoder returned {vectors.shape[0]} vectors for {len(keys)} texts")
-    path = write_shard(shard_dir, batch_id, keys, vectors)
+    path = write_shard(shard_dir, batch_id, keys, vectors, model_id=encoder.model_id,
+                       backend_id=encoder.backend_id)
     return {
         "batch_id": batch_id,
         "count": len(keys),

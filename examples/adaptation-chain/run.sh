@@ -9,13 +9,15 @@
 # Judgments here are made from the catalog's own titles by make_judgments.py (rule-derived, not human): they
 # exercise the chain; use your own graded judgments (queries.jsonl + qrels.tsv) for real numbers.
 # Environment: CATALOG, WORK, ENCODER_STEPS (default 300), INTENT_ARGS (extra `train intent` options, e.g.
-# "--k 20 --max-test-per-label 10" for a quick run), SHOPFUSION (the command, default `shopfusion`).
+# "--k 20 --max-test-per-label 10" for a quick run), RANKER_ARGS (extra `train ranker` options, e.g.
+# "--rounds 20 --min-data-in-leaf 5"), SHOPFUSION (the command, default `shopfusion`).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CATALOG="${CATALOG:-$HERE/../icecat-demo/products.jsonl}"
 WORK="${WORK:-var/adaptation-chain}"
 ENCODER_STEPS="${ENCODER_STEPS:-300}"
 INTENT_ARGS="${INTENT_ARGS:-}"
+RANKER_ARGS="${RANKER_ARGS:-}"
 SF="${SHOPFUSION:-shopfusion}"
 PYTHON="${PYTHON:-python}"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -43,8 +45,16 @@ step "4. train the intent model for the new encoder (the shipped, openly license
 $SF train intent --data default --model "$WORK/encoder" --output "$WORK/intent" $INTENT_ARGS --json > "$WORK/train-intent.json"
 $SF eval --index "$WORK/tuned" --intent-model "$WORK/intent" "${EVAL[@]}" > "$WORK/eval-4-intent.json"
 
-step "5. search with the adapted models"
-$SF search "hp toner cartridge" --index "$WORK/tuned" --intent-model "$WORK/intent" --k 5 --explain
+step "5. train the learned ranker on the training judgments (features of the adapted index and intent model)"
+# shellcheck disable=SC2086
+$SF train ranker --index "$WORK/tuned" --intent-model "$WORK/intent" --queries "$DATA/train.queries.jsonl" \
+    --qrels "$DATA/train.qrels.tsv" --output "$WORK/ranker" --cache-dir "$WORK/ranker-cache" $RANKER_ARGS \
+    --json > "$WORK/train-ranker.json"
+$SF eval --index "$WORK/tuned" --intent-model "$WORK/intent" --queries "$DATA/test.queries.jsonl" \
+    --qrels "$DATA/test.qrels.tsv" --run fusion --run ranker --ranker "$WORK/ranker" --json > "$WORK/eval-5-ranker.json"
+
+step "6. search with the adapted models"
+$SF search "hp toner cartridge" --index "$WORK/tuned" --intent-model "$WORK/intent" --ranker "$WORK/ranker" --k 5 --explain
 
 step "what each step changed (held-out queries, hybrid run)"
 "$PYTHON" - "$WORK" <<'PY'
@@ -52,8 +62,9 @@ import json, sys
 from pathlib import Path
 work = Path(sys.argv[1])
 print(f"{'step':<34} {'nDCG@10':>8} {'R@100':>8} {'MRR':>8}   warnings")
-for name in ("eval-1-base", "eval-3-tuned", "eval-4-intent"):
+for name, run in (("eval-1-base", "hybrid"), ("eval-3-tuned", "hybrid"), ("eval-4-intent", "hybrid"),
+                  ("eval-5-ranker", "ranker")):
     report = json.loads((work / f"{name}.json").read_text())
-    m = report["runs"]["hybrid"]
+    m = report["runs"][run]
     print(f"{name:<34} {m['ndcg@10']:8.4f} {m['recall@100']:8.4f} {m['mrr']:8.4f}   {len(report.get('warnings', []))}")
 PY

@@ -4,7 +4,10 @@ One object owns both the index mapping and the queries that read it, so indexing
 drift apart. The semantics match the embedded tantivy store: text fields title (boost 2), brand,
 description, category (the path joined with " > ") and attributes, scored as the sum of per-field BM25
 (`multi_match` of type `most_fields`, operator OR); filters run in filter context on keyword fields
-(`category_key`, `brand_key`) and a numeric `price`, with the semantics of `Filters.matches`.
+(`category_prefix`: every ancestor of the path, `brand_key`), a numeric `price`, and `attrs`, a `nested`
+field with one object per attribute (`key`, normalised `value`, and `number` when the value is one), so
+a catalog with thousands of attribute names needs no mapping change; semantics of `Filters.matches`.
+Facets are Elasticsearch aggregations (terms, range, stats; nested for attributes) over the given ids.
 
 Each index version is a concrete index `{prefix}-{namespace}-{version}` behind the alias
 `{prefix}-{namespace}`; `activate()` moves the alias in one atomic `_aliases` call, so readers switch from
@@ -28,12 +31,23 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
-from indexer.stores.base import BulkReport
+import numpy as np
+
+from indexer.stores.base import TEXT_FIELDS, BulkReport, FacetCounts, FacetRequest, field_texts, range_specs
+from indexer.stores.bm25 import FieldStatistics, bm25_matrix
 from shopfusion.config import ElasticsearchSettings
 from shopfusion.errors import BackendError, ConfigError, require
-from shopfusion.types import Filters, LegHit, Product, normalize_brand, normalize_category
+from shopfusion.types import (
+    AttributeFilter,
+    Filters,
+    LegHit,
+    Product,
+    attribute_values,
+    normalize_brand,
+    normalize_category,
+    value_number,
+)
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -51,6 +65,8 @@ MAPPING_ERRORS = {"mapper_parsing_exception", "mapper_exception", "strict_dynami
                   "document_parsing_exception"}
 SCORE_CHUNK = 5_000
 """`score` asks for at most this many ids per request (below the index's 10,000 result window)."""
+CATEGORY_TERMS = 10_000
+"""Category facets count every prefix of the relevant set's paths in one terms aggregation this wide."""
 
 _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
@@ -120,8 +136,11 @@ class ElasticsearchLexicalIndex:
                     "id": {"type": "keyword"},
                     **{field: dict(text) for field in FIELD_BOOSTS},
                     "brand_key": {"type": "keyword"},
-                    "category_key": {"type": "keyword"},
+                    "category_prefix": {"type": "keyword"},
                     "price": {"type": "double"},
+                    "attrs": {"type": "nested", "properties": {
+                        "key": {"type": "keyword"}, "value": {"type": "keyword"}, "number": {"type": "double"},
+                    }},
                     "product": {"type": "object", "enabled": False},
                 },
             },
@@ -142,9 +161,12 @@ class ElasticsearchLexicalIndex:
             "description": product.description or None,
             "category": product.category_text or None,
             "attributes": product.attribute_text or None,
-            "brand_key": normalize_brand(product.brand or ""),
-            "category_key": normalize_category(product.category_path),
+            "brand_key": normalize_brand(product.brand or "") or None,
+            "category_prefix": [normalize_category(product.category_path[:depth])
+                                for depth in range(1, len(product.category_path) + 1)],
             "price": price,
+            "attrs": [{"key": key, "value": value, "number": value_number(value)}
+                      for key, value in attribute_values(product).items()],
             "product": stored,
         }
 
@@ -167,20 +189,12 @@ class ElasticsearchLexicalIndex:
             return []
         clauses: list[dict[str, Any]] = []
         if filters.category:
-            key = filters.category_key
-            clauses.append({"bool": {"should": [
-                {"term": {"category_key": key}},
-                {"prefix": {"category_key": key + " > "}},
-            ], "minimum_should_match": 1}})
+            clauses.append({"term": {"category_prefix": filters.category_key}})
         if filters.brands:
             clauses.append({"terms": {"brand_key": list(filters.brand_keys)}})
-        if filters.price_min is not None or filters.price_max is not None:
-            bounds: dict[str, float] = {}
-            if filters.price_min is not None:
-                bounds["gte"] = float(filters.price_min)
-            if filters.price_max is not None:
-                bounds["lte"] = float(filters.price_max)
-            clauses.append({"range": {"price": bounds}})
+        if filters.has_price:
+            clauses.append({"range": {"price": _bounds(filters.price_min, filters.price_max, filters.price_below)}})
+        clauses.extend(_attribute_clause(attribute) for attribute in filters.attributes)
         return clauses
 
     def query_body(self, query: str, filters: Filters | None = None,
@@ -297,6 +311,81 @@ class ElasticsearchLexicalIndex:
                           for hit in self._search(self.query_body(query, ids=chunk), len(chunk)))
         return scores
 
+    def field_scores(self, query: str, ids: Sequence[str]) -> np.ndarray:
+        """One request per chunk of ids: a `match` per text field, each a named query, with the named
+        queries' scores returned (`include_named_queries_score`): Lucene's BM25 of each field."""
+        out = np.zeros((len(ids), len(TEXT_FIELDS)), dtype=np.float32)
+        wanted = list(dict.fromkeys(ids))
+        if not wanted or not query.strip():
+            return out
+        rows: dict[str, list[int]] = {}
+        for row, pid in enumerate(ids):
+            rows.setdefault(pid, []).append(row)
+        columns = {name: i for i, name in enumerate(TEXT_FIELDS)}
+        self._ensure()
+        for start in range(0, len(wanted), SCORE_CHUNK):
+            chunk = wanted[start:start + SCORE_CHUNK]
+            body = {"bool": {"should": [{"match": {name: {"query": query, "_name": name}}} for name in TEXT_FIELDS],
+                             "minimum_should_match": 1, "filter": [{"ids": {"values": chunk}}]}}
+            with self._errors("field scores"):
+                response = self.client.search(index=self.name, query=body, size=len(chunk), source=False,
+                                              track_total_hits=False, include_named_queries_score=True)
+            for hit in response["hits"]["hits"]:
+                matched = hit.get("matched_queries") or {}
+                for name, score in (matched.items() if isinstance(matched, dict) else ()):
+                    for row in rows.get(hit["_id"], ()):
+                        out[row, columns[name]] = float(score)
+        return out
+
+    def field_statistics(self, query: str) -> FieldStatistics:
+        """Lucene's BM25 statistics for the query's terms, from the term vectors of an artificial
+        document holding the query in every field (analysed by the index's own analyzers); N and the
+        average length count the documents that have the field, as Lucene scores."""
+        if not query.strip():
+            return FieldStatistics(())
+        self._ensure()
+        with self._errors("term statistics"):
+            response = self.client.termvectors(index=self.name, doc={name: query for name in TEXT_FIELDS},
+                                               term_statistics=True, field_statistics=True, positions=False,
+                                               offsets=False, payloads=False, realtime=True)
+        vectors = response.get("term_vectors") or {}
+        terms: dict[str, None] = {}
+        docs: dict[str, float] = {}
+        avg_length: dict[str, float] = {}
+        doc_freq: dict[str, dict[str, int]] = {}
+        for name in TEXT_FIELDS:
+            vector = vectors.get(name) or {}
+            field_stats = vector.get("field_statistics") or {}
+            count = float(field_stats.get("doc_count") or 0)
+            for term in vector.get("terms") or {}:
+                terms.setdefault(term)
+            if count <= 0:
+                continue
+            docs[name] = count
+            avg_length[name] = float(field_stats.get("sum_ttf") or 0) / count
+            doc_freq[name] = {t: int(info.get("doc_freq") or 0) for t, info in (vector.get("terms") or {}).items()}
+        return FieldStatistics(tuple(terms), docs=docs, avg_length=avg_length, doc_freq=doc_freq,
+                               k1=self.settings.bm25_k1, b=self.settings.bm25_b)
+
+    def score_products(self, query: str, products: Sequence[Product]) -> np.ndarray:
+        """Products analysed by the index's analyzers (`_mtermvectors` of artificial documents, one
+        request), scored with `field_statistics`."""
+        if not products:
+            return np.zeros((0, len(TEXT_FIELDS)), dtype=np.float32)
+        stats = self.field_statistics(query)
+        if not stats.terms:
+            return np.zeros((len(products), len(TEXT_FIELDS)), dtype=np.float32)
+        docs = [{"_index": self.name, "doc": field_texts(p), "term_statistics": False, "field_statistics": False,
+                 "positions": False, "offsets": False, "payloads": False} for p in products]
+        with self._errors("analyze candidates"):
+            response = self.client.mtermvectors(index=self.name, docs=docs)
+        documents = []
+        for doc in response.get("docs") or []:
+            vectors = doc.get("term_vectors") or {}
+            documents.append({name: [t for t, info in (vectors.get(name) or {}).get("terms", {}).items()
+                                     for _ in range(int(info.get("term_freq") or 1))] for name in TEXT_FIELDS})
+        return bm25_matrix(stats, documents)
+
     def _search(self, body: dict[str, Any], k: int) -> list[LegHit]:
         self._ensure()
         with self._errors("search"):
@@ -307,6 +396,35 @@ class ElasticsearchLexicalIndex:
             )
         return [LegHit(hit["_id"], float(hit["_score"]), rank)
                 for rank, hit in enumerate(response["hits"]["hits"], start=1)]
+
+    def facet_counts(self, ids: Sequence[str], requests: Sequence[FacetRequest]) -> dict[str, FacetCounts]:
+        """Counts over the products `ids` in one request: terms, range and stats aggregations (all the
+        attribute facets inside one `nested` aggregation, each under a filter on its key), with the `ids`
+        query selecting the products."""
+        wanted = list(dict.fromkeys(ids))
+        if not requests:
+            return {}
+        aggregations: dict[str, Any] = {}
+        nested: dict[str, Any] = {}
+        for i, request in enumerate(requests):
+            body = _facet_aggregations(request, len(wanted))
+            if _is_attribute(request):  # one nested join for all of them, not one per attribute
+                nested[f"f{i}"] = {"filter": {"term": {"attrs.key": request.field}}, "aggs": body}
+            else:
+                aggregations.update({f"f{i}_{part}": agg for part, agg in body.items()})
+        if nested:
+            aggregations["attrs"] = {"nested": {"path": "attrs"}, "aggs": nested}
+        self._ensure()
+        with self._errors("facets"):
+            response = self.client.search(index=self.name, query={"ids": {"values": wanted}}, size=0,
+                                          aggregations=aggregations, track_total_hits=False)
+        found = response["aggregations"]
+        counts: dict[str, FacetCounts] = {}
+        for i, request in enumerate(requests):
+            parts = found["attrs"][f"f{i}"] if _is_attribute(request) else {
+                part: found[f"f{i}_{part}"] for part in ("terms", "stats", "ranges") if f"f{i}_{part}" in found}
+            counts[request.name] = _facet_counts(request, parts)
+        return counts
 
     def explain(self, query: str, product_id: str) -> dict[str, Any]:
         """Elasticsearch's explanation of one product's BM25 score for `query` (`matched` false if none)."""
@@ -364,6 +482,62 @@ class ElasticsearchLexicalIndex:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _bounds(low: float | None, high: float | None, below: float | None) -> dict[str, float]:
+    bounds: dict[str, float] = {}
+    if low is not None:
+        bounds["gte"] = float(low)
+    if high is not None:
+        bounds["lte"] = float(high)
+    if below is not None:
+        bounds["lt"] = float(below)
+    return bounds
+
+
+def _attribute_clause(attribute: AttributeFilter) -> dict[str, Any]:
+    """One attribute filter: a `nested` query on the object whose `key` is the attribute's."""
+    inner: list[dict[str, Any]] = [{"term": {"attrs.key": attribute.key}}]
+    if attribute.values:
+        inner.append({"terms": {"attrs.value": list(attribute.value_keys)}})
+    if attribute.is_range:
+        inner.append({"range": {"attrs.number": _bounds(attribute.min, attribute.max, attribute.below)}})
+    return {"nested": {"path": "attrs", "query": {"bool": {"filter": inner}}}}
+
+
+_BUILTIN_FACETS = {"brand": "brand_key", "category": "category_prefix", "price": "price"}
+
+
+def _is_attribute(request: FacetRequest) -> bool:
+    return request.attribute or request.field not in _BUILTIN_FACETS
+
+
+def _facet_aggregations(request: FacetRequest, products: int) -> dict[str, Any]:
+    """The aggregations of one facet over `products` documents: `terms`, or `stats` and `ranges`."""
+    if _is_attribute(request):
+        field = "attrs.number" if request.kind == "range" else "attrs.value"
+    else:
+        field = _BUILTIN_FACETS[request.field]
+    if request.kind == "range":
+        body: dict[str, Any] = {"stats": {"stats": {"field": field}}}
+        if request.edges:
+            body["ranges"] = {"range": {"field": field, "ranges": range_specs(request.edges)}}
+        return body
+    size = CATEGORY_TERMS if request.kind == "category" else request.size
+    # shard_size: every shard reports all its values of the set (at most one per product, or
+    # CATEGORY_TERMS category prefixes), so counts stay exact with several shards too
+    terms = {"field": field, "size": size, "shard_size": max(size, CATEGORY_TERMS, products)}
+    return {"terms": {"terms": terms}}
+
+
+def _facet_counts(request: FacetRequest, found: dict[str, Any]) -> FacetCounts:
+    if request.kind == "range":
+        stats = found["stats"]
+        ranges = [int(b["doc_count"]) for b in found["ranges"]["buckets"]] if request.edges else []
+        return FacetCounts(ranges=ranges, present=int(stats["count"]), min=stats.get("min"), max=stats.get("max"))
+    terms = found["terms"]
+    return FacetCounts(values={str(b["key"]): int(b["doc_count"]) for b in terms["buckets"]},
+                       other=int(terms.get("sum_other_doc_count", 0)))
 
 
 # -- versions -------------------------------------------------------------------------------------------
@@ -537,15 +711,10 @@ def _describe_item_error(info: dict[str, Any], error: Any) -> str:
 
 
 def _redacted_hosts(settings: ElasticsearchSettings) -> str:
-    """Hosts for messages and repr, without any `user:password@` part."""
-    out = []
-    for host in settings.hosts:
-        parts = urlsplit(host if "://" in host else f"http://{host}")
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc += f":{parts.port}"
-        out.append(urlunsplit((parts.scheme, netloc, parts.path, "", "")))
-    return ", ".join(out)
+    """Hosts for messages and repr, every secret masked (a `user:password@` part, `?api_key=`, ...)."""
+    from shopfusion.config import redact_url
+
+    return ", ".join(redact_url(host) for host in settings.hosts)
 
 
 def _check_name(what: str, value: str) -> str:

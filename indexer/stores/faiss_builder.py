@@ -8,7 +8,8 @@ order, each product once, so `VectorIndexBuilder` streams instead:
 - vectors are appended to `vectors.npy` (the header is written for the expected count and rewritten with
   the real one at the end), and their text hashes to `text_hashes.bin` (so the next run can reuse vectors
   by text without reading the product store);
-- ids and the filter metadata (category, brand, price) are kept compact and written at `commit`;
+- ids and the filter columns (`ProductColumns`: category, brand, price, attributes) are kept compact and
+  written at `commit`;
 - the approximate index (`hnsw`, `ivf`) is built at `commit` from the file, in chunks: IVF is trained on a
   seeded sample of rows read from disk, HNSW gets rows added chunk by chunk. Only the FAISS structure
   itself (which holds its own copy of the vectors) is in memory.
@@ -33,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from indexer.stores.columns import ProductColumns
 from indexer.stores.faiss_store import IVF_TRAIN_SAMPLE, FaissVectorIndex, VectorKind, faiss_module, ivf_lists
 from shopfusion.errors import IndexStateError
-from shopfusion.types import Product, normalize_brand, normalize_category
+from shopfusion.types import Product
 
 TEXT_HASHES = "text_hashes.bin"
 ADD_CHUNK = 50_000
@@ -57,9 +59,7 @@ class VectorIndexBuilder:
         self.ef_search = ef_search
         self.nprobe = nprobe
         self._ids: list[str] = []
-        self._category: list[str] = []
-        self._brand: list[str] = []
-        self._price: list[float | None] = []
+        self._columns = ProductColumns()
         self._header = _npy_header(expected, dim)
         self._vectors = (self.path / "vectors.npy.tmp").open("wb")
         self._vectors.write(self._header)
@@ -76,11 +76,8 @@ class VectorIndexBuilder:
             raise IndexStateError(f"more than the {self.expected} expected vectors were added")
         self._vectors.write(vectors.tobytes())
         self._hashes.write(np.array([h.encode("ascii") for h in text_hashes], dtype="S32").tobytes())
-        for product in products:
-            self._ids.append(product.id)
-            self._category.append(normalize_category(product.category_path))
-            self._brand.append(normalize_brand(product.brand or ""))
-            self._price.append(product.price)
+        self._ids.extend(product.id for product in products)
+        self._columns.append(products)
 
     def count(self) -> int:
         return len(self._ids)
@@ -98,8 +95,8 @@ class VectorIndexBuilder:
             os.fsync(handle.fileno())
             handle.close()
         os.replace(self.path / "vectors.npy.tmp", self.path / "vectors.npy")
-        meta = {"kind": self.kind, "dim": self.dim, "count": count, "category": self._category,
-                "brand": self._brand, "price": self._price}
+        meta = {"kind": self.kind, "dim": self.dim, "count": count}
+        self._columns.save(self.path, _write)
         _write(self.path / "ids.json", json.dumps(self._ids).encode())
         _write(self.path / "meta.json", json.dumps(meta).encode())
         self.seconds["write"] = round(time.perf_counter() - started, 3)

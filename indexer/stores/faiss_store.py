@@ -6,10 +6,15 @@ the cheapest to build for very large catalogs). When FAISS has GPU support and a
 for unfiltered searches; filtered searches run on the CPU copy (FAISS GPU indexes take no id selector),
 so results are the same either way.
 
-Filters are evaluated on metadata arrays kept beside the vectors (normalised category path, brand, price)
-with the semantics of `Filters.matches`; when few products pass, the survivors are scored exactly.
+Filters (category prefix, brand, price, any attribute) are a boolean mask over the rows, computed from
+`ProductColumns` kept beside the vectors with the semantics of `Filters.matches`, and applied before the
+top k is taken: a filtered search returns `min(k, products that pass)` hits whatever the index kind.
+Few survivors (or a flat index) are scored exactly; many survivors in HNSW/IVF go through FAISS's id
+selector, and a selector search that comes back short (a graph or list cut off by the filter) is redone
+exactly.
 
-Files in the store directory: `vectors.npy`, `ids.json`, `meta.json`, and `hnsw.faiss` for HNSW.
+Files in the store directory: `vectors.npy`, `ids.json`, `meta.json`, `columns.json` / `columns.npz`, and
+`hnsw.faiss` / `ivf.faiss` for the approximate kinds.
 """
 
 from __future__ import annotations
@@ -24,13 +29,17 @@ from typing import Any, Literal
 
 import numpy as np
 
+from indexer.stores.columns import ProductColumns
 from shopfusion.errors import IndexStateError, QueryError
-from shopfusion.types import CATEGORY_SEPARATOR, Filters, LegHit, Product, normalize_brand, normalize_category
+from shopfusion.types import Filters, LegHit, Product
 
 VectorKind = Literal["flat", "hnsw", "ivf"]
 IVF_TRAIN_SAMPLE = 100_000
 EXACT_BELOW = 4096
 """A filtered search whose survivors are fewer than this is scored exactly, whatever the index kind."""
+GATHER_BELOW = 0.25
+"""Exact filtered search gathers the surviving vectors when fewer than this fraction survive; above it,
+scoring every vector and masking the rest is cheaper than the copy."""
 
 
 def ivf_lists(count: int) -> int:
@@ -73,35 +82,49 @@ class FaissVectorIndex:
             self._dim = dim
             self._vectors = np.zeros((0, dim), dtype=np.float32)
             self._ids: list[str] = []
-            self._category = np.zeros(0, dtype=object)
-            self._brand = np.zeros(0, dtype=object)
-            self._price = np.zeros(0, dtype=np.float64)
+            self._columns: ProductColumns | None = ProductColumns()
         else:
+            self._columns = None  # loaded on first filtered search (vector reuse never needs them)
             self._load()
         self._rows = {pid: i for i, pid in enumerate(self._ids)}
 
     def _load(self) -> None:
+        """Read the files; any damage (missing, truncated, unparseable, inconsistent) is an
+        `IndexStateError` that names the file and the repair, never a numpy or JSON traceback."""
+        fix = "run `shopfusion verify --repair` (or re-index with --replace)"
         try:
             meta = json.loads((self.path / "meta.json").read_text(encoding="utf-8"))
             self._ids = json.loads((self.path / "ids.json").read_text(encoding="utf-8"))
             # Mapped, not read: with an approximate index only the rows an exact (filtered) search or a
             # re-rank touches are paged in; copy-on-write keeps `upsert` working on a loaded index.
-            self._vectors = np.load(self.path / "vectors.npy", mmap_mode="c")
+            self._vectors = np.load(self.path / "vectors.npy", mmap_mode="c", allow_pickle=False)
+            self.kind = meta["kind"]
+            self._dim = int(meta["dim"])
         except FileNotFoundError as exc:
-            raise IndexStateError(f"vector index at {self.path} is incomplete ({exc.filename} missing):"
-                                  " rebuild it with `shopfusion index`") from exc
-        self.kind = meta["kind"]
-        self._dim = int(meta["dim"])
-        self._category = np.array(meta["category"], dtype=object)
-        self._brand = np.array(meta["brand"], dtype=object)
-        self._price = np.array([np.nan if p is None else p for p in meta["price"]], dtype=np.float64)
-        if len(self._ids) != self._vectors.shape[0]:
-            raise IndexStateError(f"vector index at {self.path}: {len(self._ids)} ids for "
-                                  f"{self._vectors.shape[0]} vectors; rebuild it with `shopfusion index`")
+            raise IndexStateError(f"vector index at {self.path} is incomplete ({exc.filename} missing): {fix}") from None
+        except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            raise IndexStateError(f"vector index at {self.path} is damaged ({type(exc).__name__}: {exc}): {fix}") from None
+        rows = len(self._ids)
+        if (not isinstance(self._ids, list) or not all(isinstance(i, str) for i in self._ids)
+                or self._vectors.ndim != 2 or self._vectors.shape[0] != rows or self._vectors.shape[1] != self._dim
+                or self._vectors.dtype != np.float32
+                or len(set(self._ids)) != rows or self.kind not in ("flat", "hnsw", "ivf")):
+            raise IndexStateError(f"vector index at {self.path} is damaged ({rows} ids, vectors of shape"
+                                  f" {self._vectors.shape}): {fix}")
+        # the filter columns (columns.json / columns.npz) load, and are checked, on first filtered search
 
     @property
     def dim(self) -> int:
         return self._dim
+
+    @property
+    def columns(self) -> ProductColumns:
+        """The filter and sort columns, one row per vector."""
+        if self._columns is None:
+            with self._masks_lock:  # several server threads may ask first at once: load once
+                if self._columns is None:
+                    self._columns = ProductColumns.load(self.path, len(self._ids))
+        return self._columns
 
     # -- writing -----------------------------------------------------------------------------------
     def upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
@@ -109,32 +132,25 @@ class FaissVectorIndex:
         if vectors.ndim != 2 or vectors.shape[1] != self._dim or len(products) != vectors.shape[0]:
             raise IndexStateError(f"expected {len(products)} vectors of dimension {self._dim},"
                                   f" got shape {vectors.shape}: was the index built with another model?")
+        columns = self.columns
         new_rows: list[int] = []
+        replaced: list[int] = []
         for i, product in enumerate(products):
             row = self._rows.get(product.id)
             if row is None:
                 new_rows.append(i)
             else:
                 self._vectors[row] = vectors[i]
-                self._set_meta(row, product)
+                replaced.append(i)
+        columns.replace([self._rows[products[i].id] for i in replaced], [products[i] for i in replaced])
         if new_rows:
             start = len(self._ids)
             self._vectors = np.concatenate([self._vectors, vectors[new_rows]])
             added = [products[i] for i in new_rows]
             self._ids.extend(p.id for p in added)
-            self._category = np.concatenate([self._category, np.array(
-                [normalize_category(p.category_path) for p in added], dtype=object)])
-            self._brand = np.concatenate([self._brand, np.array(
-                [normalize_brand(p.brand or "") for p in added], dtype=object)])
-            self._price = np.concatenate([self._price, np.array(
-                [np.nan if p.price is None else p.price for p in added], dtype=np.float64)])
+            columns.append(added)
             self._rows.update({pid: start + j for j, pid in enumerate(p.id for p in added)})
         self._invalidate()
-
-    def _set_meta(self, row: int, product: Product) -> None:
-        self._category[row] = normalize_category(product.category_path)
-        self._brand[row] = normalize_brand(product.brand or "")
-        self._price[row] = np.nan if product.price is None else product.price
 
     def delete(self, ids: Iterable[str]) -> None:
         rows = sorted({self._rows[pid] for pid in ids if pid in self._rows})
@@ -142,9 +158,9 @@ class FaissVectorIndex:
             return
         keep = np.ones(len(self._ids), dtype=bool)
         keep[rows] = False
+        self.columns.keep(keep)
         self._vectors = self._vectors[keep]
         self._ids = [pid for pid, k in zip(self._ids, keep, strict=True) if k]
-        self._category, self._brand, self._price = self._category[keep], self._brand[keep], self._price[keep]
         self._rows = {pid: i for i, pid in enumerate(self._ids)}
         self._invalidate()
 
@@ -156,11 +172,8 @@ class FaissVectorIndex:
 
     def commit(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "kind": self.kind, "dim": self._dim, "count": len(self._ids),
-            "category": list(self._category), "brand": list(self._brand),
-            "price": [None if np.isnan(p) else float(p) for p in self._price],
-        }
+        meta = {"kind": self.kind, "dim": self._dim, "count": len(self._ids)}
+        self.columns.save(self.path, _atomic_write)
         _atomic_write(self.path / "ids.json", json.dumps(self._ids).encode())
         _atomic_write(self.path / "meta.json", json.dumps(meta).encode())
         tmp = self.path / "vectors.npy.tmp"
@@ -231,22 +244,7 @@ class FaissVectorIndex:
             if cached is not None:
                 self._masks.move_to_end(filters)
                 return cached
-        mask = np.ones(len(self._ids), dtype=bool)
-        if filters.category:
-            key = filters.category_key
-            prefix = key + CATEGORY_SEPARATOR
-            mask &= np.fromiter((c == key or c.startswith(prefix) for c in self._category), bool,
-                                count=len(self._ids))
-        if filters.brands:
-            mask &= np.isin(self._brand, list(filters.brand_keys))
-        if filters.price_min is not None or filters.price_max is not None:
-            with np.errstate(invalid="ignore"):
-                price_ok = ~np.isnan(self._price)
-                if filters.price_min is not None:
-                    price_ok &= self._price >= filters.price_min
-                if filters.price_max is not None:
-                    price_ok &= self._price <= filters.price_max
-            mask &= price_ok
+        mask = self.columns.mask(filters)
         with self._masks_lock:
             self._masks[filters] = mask
             if len(self._masks) > 64:
@@ -265,7 +263,7 @@ class FaissVectorIndex:
         if survivors.size == 0:
             return []
         if self.kind == "flat" or survivors.size < EXACT_BELOW:
-            return self._exact(query[0], survivors, k)
+            return self._exact(query[0], mask, survivors, k)
         faiss = faiss_module()
         bitmap = np.packbits(mask, bitorder="little")
         selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
@@ -274,10 +272,17 @@ class FaissVectorIndex:
         else:
             params = faiss.SearchParametersIVF(sel=selector, nprobe=self.nprobe)
         scores, rows = self.index.search(query, min(k, int(survivors.size)), params=params)
-        return self._hits(scores[0], rows[0])
+        hits = self._hits(scores[0], rows[0])
+        if len(hits) < min(k, int(survivors.size)):  # the filter cut the graph or the probed lists short
+            return self._exact(query[0], mask, survivors, k)
+        return hits
 
-    def _exact(self, query: np.ndarray, rows: np.ndarray, k: int) -> list[LegHit]:
-        scores = self._vectors[rows] @ query
+    def _exact(self, query: np.ndarray, mask: np.ndarray, rows: np.ndarray, k: int) -> list[LegHit]:
+        """Exact top k among `rows` (= the rows where `mask` is true), ties by row."""
+        if rows.size < GATHER_BELOW * mask.size:
+            scores = self._vectors[rows] @ query
+        else:
+            scores = (self._vectors @ query)[rows]
         top = np.argpartition(-scores, k - 1)[:k] if k < rows.size else np.arange(rows.size)
         order = top[np.lexsort((rows[top], -scores[top]))]
         return self._hits(scores[order], rows[order])
@@ -308,11 +313,26 @@ class FaissVectorIndex:
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         return {pid: self._vectors[self._rows[pid]] for pid in ids if pid in self._rows}
 
+    def sort_values(self, ids: Sequence[str], field: str, numeric: bool) -> list[Any]:
+        """Each product's value of `field` for sorting (see `ProductColumns.sort_values`); None for ids
+        the index lacks."""
+        rows = np.array([self._rows.get(pid, -1) for pid in ids], dtype=np.int64)
+        known = rows >= 0
+        values: list[Any] = [None] * len(ids)
+        found = self.columns.sort_values(rows[known], field, numeric)
+        for position, value in zip(np.flatnonzero(known), found, strict=True):
+            values[int(position)] = value
+        return values
+
     def ids(self) -> set[str]:
         return set(self._ids)
 
     def ordered_ids(self) -> list[str]:
         return list(self._ids)
+
+    def matrix(self) -> np.ndarray:
+        """All vectors, row i for `ordered_ids()[i]` (read-only use: integrity checks)."""
+        return self._vectors
 
     def count(self) -> int:
         return len(self._ids)

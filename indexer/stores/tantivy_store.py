@@ -4,7 +4,11 @@ One object owns both the schema and the queries that read it. Text fields (title
 description, category, attributes) share one analyzer: `english` (lowercase, English stop words, Porter
 stemming) or `standard` (lowercase only, like Elasticsearch's `standard` analyzer). Filters use exact
 keyword fields: every ancestor of the category path (so a prefix filter is one term lookup), the
-normalised brand, and a numeric price.
+normalised brand, a numeric price, and three JSON fields keyed by attribute: `attr_value` (the
+normalised value: value filters and terms facets), `attr_order` (numbers as order-preserving 64-bit
+integers: range filters, which tantivy's JSON range query handles exactly only for integers) and
+`attr_number` (numbers as floats: range facets and min/max). All filter fields are fast fields, so
+facets are tantivy aggregations (`Searcher.aggregate`), never Python loops over products.
 
 >>> import tempfile
 >>> from shopfusion.types import Product
@@ -20,21 +24,36 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import tantivy
 
-from indexer.stores.base import BulkReport
+from indexer.stores.base import TEXT_FIELDS, BulkReport, FacetCounts, FacetRequest, field_texts, range_specs
+from indexer.stores.bm25 import FieldStatistics, bm25_matrix
 from shopfusion.errors import IndexStateError
-from shopfusion.types import CATEGORY_SEPARATOR, Filters, LegHit, Product, normalize_brand, normalize_category
+from shopfusion.types import (
+    CATEGORY_SEPARATOR,
+    AttributeFilter,
+    Filters,
+    LegHit,
+    Product,
+    attribute_values,
+    normalize_brand,
+    normalize_category,
+    value_number,
+)
 
 FIELD_BOOSTS: dict[str, float] = {"title": 2.0, "brand": 1.0, "description": 1.0, "category": 1.0,
                                   "attributes": 1.0}
 """Per-field BM25 boosts; the Elasticsearch leg uses the same."""
 AnalyzerName = Literal["english", "standard"]
 _ORDINALS = "ordinals.json"
+CATEGORY_TERMS = 10_000
+"""Category facets count every prefix of the relevant set's paths in one terms aggregation this wide."""
 
 
 def build_analyzer(name: AnalyzerName) -> tantivy.TextAnalyzer:
@@ -53,9 +72,11 @@ def _schema(analyzer: str) -> tantivy.Schema:
     builder.add_text_field("id", tokenizer_name="raw", index_option="basic")
     for field in FIELD_BOOSTS:
         builder.add_text_field(field, tokenizer_name=analyzer, index_option="freq")
-    builder.add_text_field("category_prefix", tokenizer_name="raw", index_option="basic")
-    builder.add_text_field("brand_key", tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("category_prefix", tokenizer_name="raw", index_option="basic", fast=True)
+    builder.add_text_field("brand_key", tokenizer_name="raw", index_option="basic", fast=True)
     builder.add_float_field("price", indexed=True, fast=True)
+    for field in ("attr_value", "attr_order", "attr_number"):
+        builder.add_json_field(field, tokenizer_name="raw", index_option="basic", fast=True)
     builder.add_unsigned_field("ordinal", fast=True)
     return builder.build()
 
@@ -80,11 +101,45 @@ class TantivyLexicalIndex:
         else:
             if not (self.path / "meta.json").is_file():
                 raise IndexStateError(f"no lexical index at {self.path}: run `shopfusion index` first")
-            self._ordinals = json.loads((self.path / _ORDINALS).read_text(encoding="utf-8"))
-        self._index = tantivy.Index(self._schema, path=str(self.path), reuse=not create)
+            self._ordinals = self._read_ordinals()
+        try:
+            self._index = tantivy.Index(self._schema, path=str(self.path), reuse=not create)
+        except (ValueError, OSError) as exc:
+            raise IndexStateError(f"the lexical index at {self.path} cannot be opened ({exc}): it is damaged, or"
+                                  " was built by another shopfusion version with another schema; run"
+                                  " `shopfusion verify --repair` (or re-index with --replace)") from None
         self._index.register_tokenizer(self._tokenizer, self._analyzer)
         self._positions = {pid: i for i, pid in enumerate(self._ordinals) if pid is not None}
         self._writer: Any = None
+        self._field_norms: dict[str, tuple[float, float]] | None = None
+
+    def _read_ordinals(self) -> list[str | None]:
+        problem = "not a list of ids"
+        try:
+            ordinals = json.loads((self.path / _ORDINALS).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
+            ordinals, problem = None, f"{type(exc).__name__}: {exc}"
+        if not isinstance(ordinals, list) or not all(o is None or isinstance(o, str) for o in ordinals):
+            raise IndexStateError(f"the lexical index's {_ORDINALS} at {self.path} is damaged ({problem}): run"
+                                  " `shopfusion verify --repair` (or re-index with --replace)")
+        return ordinals
+
+    def ordered_ids(self) -> list[str]:
+        """Product ids by ordinal (the order the version was built in), deleted slots left out."""
+        return [pid for pid in self._ordinals if pid is not None]
+
+    def check_ordinals(self, ids: Sequence[str]) -> list[str]:
+        """Of these ids, those whose document does not map back to them through the ordinal fast field."""
+        searcher = self._index.searcher()
+        wrong = []
+        for pid in ids:
+            result = searcher.search(tantivy.Query.term_query(self._schema, "id", pid), limit=2, count=False)
+            addresses = [address for _, address in result.hits]
+            values = searcher.fast_field_values("ordinal", addresses) if addresses else []
+            ordinal = int(values[0]) if len(values) == 1 and values[0] is not None else -1  # type: ignore[arg-type]
+            if not 0 <= ordinal < len(self._ordinals) or self._ordinals[ordinal] != pid:
+                wrong.append(pid)
+        return wrong
 
     # -- writing -----------------------------------------------------------------------------------
     @property
@@ -127,6 +182,13 @@ class TantivyLexicalIndex:
                 doc.add_text("category_prefix", normalize_category(product.category_path[:depth]))
         if product.attributes:
             doc.add_text("attributes", product.attribute_text)
+            values = attribute_values(product)
+            numbers = {key: number for key, value in values.items() if (number := value_number(value)) is not None}
+            if values:
+                doc.add_json("attr_value", {path_key(key): value for key, value in values.items()})
+            if numbers:
+                doc.add_json("attr_order", {path_key(key): order_key(n) for key, n in numbers.items()})
+                doc.add_json("attr_number", {path_key(key): n for key, n in numbers.items()})
         if product.price is not None:
             doc.add_float("price", float(product.price))
         doc.add_unsigned("ordinal", ordinal)
@@ -148,6 +210,7 @@ class TantivyLexicalIndex:
         tmp.write_text(json.dumps(self._ordinals), encoding="utf-8")
         os.replace(tmp, self.path / _ORDINALS)
         self._index.reload()
+        self._field_norms = None
 
     # -- reading -----------------------------------------------------------------------------------
     def analyze(self, text: str) -> list[str]:
@@ -175,10 +238,27 @@ class TantivyLexicalIndex:
             queries.append(tantivy.Query.term_set_query(self._schema, "brand_key", list(filters.brand_keys)))
         if filters.price_min is not None or filters.price_max is not None:
             queries.append(tantivy.Query.range_query(
-                self._schema, "price", tantivy.FieldType.Float,
-                None if filters.price_min is None else float(filters.price_min),
-                None if filters.price_max is None else float(filters.price_max),
-            ))
+                self._schema, "price", tantivy.FieldType.Float, filters.price_min, filters.price_max))
+        if filters.price_below is not None:
+            queries.append(tantivy.Query.range_query(self._schema, "price", tantivy.FieldType.Float, None,
+                                                     filters.price_below, include_upper=False))
+        for attribute in filters.attributes:
+            queries.extend(self._attribute_queries(attribute))
+        return queries
+
+    def _attribute_queries(self, attribute: AttributeFilter) -> list[tantivy.Query]:
+        path = path_key(attribute.key)
+        queries = []
+        if attribute.values:
+            queries.append(tantivy.Query.term_set_query(self._schema, f"attr_value.{path}",
+                                                        list(attribute.value_keys)))
+        if attribute.is_range:
+            low = "*" if attribute.min is None else str(order_key(attribute.min))
+            if attribute.below is not None and (attribute.max is None or attribute.below <= attribute.max):
+                high, close = str(order_key(attribute.below)), "}"
+            else:
+                high, close = ("*" if attribute.max is None else str(order_key(attribute.max))), "]"
+            queries.append(self._index.parse_query(f"attr_order.{path}:[{low} TO {high}{close}"))
         return queries
 
     def _run(self, text_query: tantivy.Query, constraints: list[tantivy.Query], k: int) -> list[LegHit]:
@@ -214,6 +294,110 @@ class TantivyLexicalIndex:
         constraint = tantivy.Query.term_set_query(self._schema, "id", wanted)
         return {hit.product_id: hit.score for hit in self._run(text_query, [constraint], len(wanted))}
 
+    def facet_counts(self, ids: Sequence[str], requests: Sequence[FacetRequest]) -> dict[str, FacetCounts]:
+        """Counts over the products `ids` in one tantivy aggregation (terms, range and stats)."""
+        if not requests:
+            return {}
+        wanted = list(dict.fromkeys(ids))  # ids the index lacks simply match nothing
+        aggregations: dict[str, Any] = {}
+        for i, request in enumerate(requests):
+            field = self._facet_field(request)
+            if request.kind == "range":
+                aggregations[f"s{i}"] = {"stats": {"field": field}}
+                if request.edges:
+                    aggregations[f"r{i}"] = {"range": {"field": field, "ranges": range_specs(request.edges)}}
+            else:
+                size = CATEGORY_TERMS if request.kind == "category" else request.size
+                # segment_size: tantivy keeps only each segment's top `segment_size` values before merging
+                # (10 x size by default), which miscounts a value that is frequent overall but not in
+                # every segment; a segment holds at most len(wanted) distinct values of the set
+                segment_size = max(size, CATEGORY_TERMS, len(wanted))
+                aggregations[f"t{i}"] = {"terms": {"field": field, "size": size, "segment_size": segment_size}}
+        query = tantivy.Query.term_set_query(self._schema, "id", wanted)
+        result = self._index.searcher().aggregate(query, aggregations)
+        counts: dict[str, FacetCounts] = {}
+        for i, request in enumerate(requests):
+            if request.kind == "range":
+                stats = result[f"s{i}"]
+                buckets = [int(b["doc_count"]) for b in result[f"r{i}"]["buckets"]] if request.edges else []
+                counts[request.name] = FacetCounts(ranges=buckets, present=int(stats["count"]),
+                                                   min=stats["min"], max=stats["max"])
+            else:
+                terms = result[f"t{i}"]
+                values = {str(b["key"]): int(b["doc_count"]) for b in terms["buckets"]}
+                counts[request.name] = FacetCounts(values=values, other=int(terms["sum_other_doc_count"]))
+        return counts
+
+    def _facet_field(self, request: FacetRequest) -> str:
+        builtin = {"brand": "brand_key", "category": "category_prefix", "price": "price"}
+        if not request.attribute and request.field in builtin:
+            return builtin[request.field]
+        prefix = "attr_number" if request.kind == "range" else "attr_value"
+        return f"{prefix}.{path_key(request.field)}"
+
+    # -- per-field scores (features of the learned ranking stage) ---------------------------------------
+    def field_scores(self, query: str, ids: Sequence[str]) -> np.ndarray:
+        """One search per text field, each restricted to `ids` (a term-set filter): tantivy's own BM25."""
+        out = np.zeros((len(ids), len(TEXT_FIELDS)), dtype=np.float32)
+        tokens = self.analyze(query)
+        wanted = [pid for pid in dict.fromkeys(ids) if pid in self._positions]
+        if not tokens or not wanted:
+            return out
+        rows: dict[str, list[int]] = {}
+        for row, pid in enumerate(ids):
+            rows.setdefault(pid, []).append(row)
+        constraint = tantivy.Query.const_score_query(
+            tantivy.Query.term_set_query(self._schema, "id", wanted), 0.0)
+        searcher = self._index.searcher()
+        for column, field in enumerate(TEXT_FIELDS):
+            terms = [(tantivy.Occur.Should, tantivy.Query.term_query(self._schema, field, t)) for t in tokens]
+            query_ = tantivy.Query.boolean_query([(tantivy.Occur.Must, tantivy.Query.boolean_query(terms)),
+                                                  (tantivy.Occur.Must, constraint)])
+            result = searcher.search(query_, limit=len(wanted), count=False)
+            if not result.hits:
+                continue
+            ordinals = searcher.fast_field_values("ordinal", [address for _, address in result.hits])
+            for (score, _), ordinal in zip(result.hits, ordinals, strict=True):
+                product_id = self._ordinals[int(ordinal)]  # type: ignore[arg-type]
+                for row in rows.get(product_id, ()) if product_id is not None else ():
+                    out[row, column] = score
+        return out
+
+    def field_statistics(self, query: str) -> FieldStatistics:
+        """tantivy's BM25 statistics for the query's terms (N is every document, as tantivy scores)."""
+        terms = tuple(self.analyze(query))
+        norms = self._norms()
+        searcher = self._index.searcher()
+        doc_freq = {field: {t: int(searcher.doc_freq(field, t)) for t in terms} for field in norms}
+        return FieldStatistics(terms, docs={f: n for f, (n, _) in norms.items()},
+                               avg_length={f: avg for f, (_, avg) in norms.items()}, doc_freq=doc_freq)
+
+    def analyze_fields(self, product: Product) -> dict[str, list[str]]:
+        return {name: list(self._analyzer.analyze(text)) for name, text in field_texts(product).items()}
+
+    def score_products(self, query: str, products: Sequence[Product]) -> np.ndarray:
+        return bm25_matrix(self.field_statistics(query), [self.analyze_fields(p) for p in products])
+
+    def _norms(self) -> dict[str, tuple[float, float]]:
+        """Per field, tantivy's (N, average field length), read once per committed version from the
+        explanation of one matching document (tantivy does not expose token totals otherwise)."""
+        if self._field_norms is None:
+            norms: dict[str, tuple[float, float]] = {}
+            searcher = self._index.searcher()
+            for field in TEXT_FIELDS:
+                top = searcher.terms_with_prefix(field, "", limit=1) if searcher.num_docs else []
+                if not top:
+                    continue
+                query = tantivy.Query.term_query(self._schema, field, top[0][0])
+                hits = searcher.search(query, limit=1, count=False).hits
+                if not hits:
+                    continue
+                found = _explained(json.loads(query.explain(searcher, hits[0][1]).to_json()))
+                if "N" in found and "avgdl" in found:
+                    norms[field] = (found["N"], found["avgdl"])
+            self._field_norms = norms
+        return self._field_norms
+
     def ids(self) -> set[str]:
         return set(self._positions)
 
@@ -233,12 +417,38 @@ class TantivyLexicalIndex:
             self._writer = None
 
 
-def pool_index(products: Sequence[Product], analyzer: AnalyzerName, path: str | os.PathLike[str]) -> TantivyLexicalIndex:
-    """A throwaway index over just these products (re-ranking candidates the main index lacks)."""
-    index = TantivyLexicalIndex(path, analyzer=analyzer, create=True)
-    index.upsert(products)
-    index.commit()
-    return index
+def path_key(key: str) -> str:
+    """An attribute name as a JSON path segment: `[a-z0-9]` kept, anything else written `_<hex>_`, so
+    no name can contain the path separator or collide with another.
+
+    >>> path_key("colour"), path_key("product_colour"), path_key("w.d.h")
+    ('colour', 'product_5f_colour', 'w_2e_d_2e_h')
+    """
+    return "".join(c if ("a" <= c <= "z" or "0" <= c <= "9") else f"_{ord(c):x}_" for c in key)
 
 
-__all__ = ["CATEGORY_SEPARATOR", "FIELD_BOOSTS", "TantivyLexicalIndex", "build_analyzer", "pool_index"]
+def order_key(number: float) -> int:
+    """A float as a signed 64-bit integer with the same order (IEEE 754 bits; negatives flipped), so
+    range filters on JSON fields run as exact integer ranges.
+
+    >>> sorted([2.5, -3.0, 0.0, -0.5, 1e300]) == sorted([2.5, -3.0, 0.0, -0.5, 1e300], key=order_key)
+    True
+    """
+    bits = struct.unpack("<q", struct.pack("<d", float(number) + 0.0))[0]  # + 0.0 turns -0.0 into 0.0
+    return bits ^ 0x7FFF_FFFF_FFFF_FFFF if bits < 0 else bits
+
+
+def _explained(node: dict[str, Any], found: dict[str, float] | None = None) -> dict[str, float]:
+    """`N` and `avgdl` from a tantivy BM25 explanation tree."""
+    found = {} if found is None else found
+    description = str(node.get("description", ""))
+    if description.startswith("N,"):
+        found["N"] = float(node["value"])
+    elif description.startswith("avgdl"):
+        found["avgdl"] = float(node["value"])
+    for child in node.get("details") or ():
+        _explained(child, found)
+    return found
+
+
+__all__ = ["CATEGORY_SEPARATOR", "FIELD_BOOSTS", "TantivyLexicalIndex", "build_analyzer", "order_key", "path_key"]

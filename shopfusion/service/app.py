@@ -48,14 +48,14 @@ from shopfusion.service.models import (
     SearchBody,
 )
 from shopfusion.service.served import Generation, NotReadyError, ServedIndex
-from shopfusion.types import CATEGORY_SEPARATOR, Filters, Results
+from shopfusion.types import CATEGORY_SEPARATOR, AttributeFilter, Filters, Results
 
 access_log = logging.getLogger("shopfusion.access")
 log = logging.getLogger("shopfusion.service")
 T = TypeVar("T")
 B = TypeVar("B", bound=BaseModel)
 WORK_ENDPOINTS = {"/search", "/rerank"}
-PROTECTED = WORK_ENDPOINTS | {"/metrics"}
+PROTECTED = WORK_ENDPOINTS | {"/metrics", "/attributes"}
 ENDPOINTS = PROTECTED | {"/health", "/ready", "/openapi.json", "/docs"}
 
 
@@ -188,8 +188,12 @@ def _filters(body: FiltersBody | None) -> Filters | None:
     category = body.category
     if isinstance(category, str):
         category = [p.strip() for p in category.split(CATEGORY_SEPARATOR.strip()) if p.strip()]
+    attributes = tuple(
+        AttributeFilter(name, values=tuple(str(v) for v in spec)) if isinstance(spec, list)
+        else AttributeFilter(name, min=spec.min, max=spec.max, below=spec.below)
+        for name, spec in body.attributes.items())
     return Filters(category=tuple(category or ()), brands=tuple(body.brands), price_min=body.price_min,
-                   price_max=body.price_max)
+                   price_max=body.price_max, price_below=body.price_below, attributes=attributes)
 
 
 def _results(results: Results, generation_version: str | None = None) -> Response:
@@ -344,7 +348,8 @@ def create_app(index_dir: str | os.PathLike[str], settings: Settings | None = No
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        message = {404: "no such endpoint: see /docs (POST /search, POST /rerank, GET /health, /ready, /metrics)",
+        message = {404: "no such endpoint: see /docs (POST /search, POST /rerank, GET /attributes, /health, /ready,"
+                        " /metrics)",
                    405: "wrong method: /search and /rerank take POST, the others GET"}.get(exc.status_code,
                                                                                        str(exc.detail))
         return error_response(exc.status_code, "HTTPError", message, getattr(exc, "headers", None))
@@ -382,7 +387,8 @@ def create_app(index_dir: str | os.PathLike[str], settings: Settings | None = No
             return generation.client.search(
                 body.query, k=body.k, filters=_filters(body.filters), fusion=body.fusion, alpha=body.alpha,
                 normalization=body.normalization, rrf_k=body.rrf_k, depth=body.depth, mode=body.mode,
-                explain=body.explain), generation.version
+                explain=body.explain, facets=body.facets or (), facet_size=body.facet_size, sort=body.sort,
+                page=body.page, offset=body.offset), generation.version
 
         results, version = await state.run(work)
         return _results(results, version)
@@ -404,6 +410,22 @@ def create_app(index_dir: str | os.PathLike[str], settings: Settings | None = No
 
         results, version = await state.run(work)
         return _results(results, version)
+
+    @app.get("/attributes", summary="What the served index can filter, facet and sort on")
+    async def attributes(values: int = 5) -> JSONResponse:
+        """The attribute catalog of the served version (`shopfusion attributes --json`): built-in fields
+        and every catalog attribute with its kind, product count, distinct values and the `values` most
+        frequent ones."""
+        if not 0 <= values <= 1000:
+            raise QueryError(f"values must be from 0 to 1000, got {values}")
+
+        def work(generation: Generation) -> dict[str, Any]:
+            catalog = generation.client.searcher.catalog
+            fields = sorted(catalog.fields.values(), key=lambda f: (not f.builtin, -f.products, f.name))
+            return {"index_version": generation.version, "products": catalog.products,
+                    "fields": [info.to_dict(values) for info in fields]}
+
+        return JSONResponse(await state.run(work))
 
     @app.get("/health", summary="Liveness")
     async def health() -> dict[str, str]:

@@ -17,6 +17,16 @@ from shopfusion.types import RESULTS_SCHEMA
 Finite = Field(default=None, allow_inf_nan=False)
 
 
+class RangeBody(BaseModel):
+    """Bounds on a numeric attribute: `min` / `max` inclusive, `below` exclusive (a facet bucket)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min: float | None = Field(default=None, allow_inf_nan=False)
+    max: float | None = Field(default=None, allow_inf_nan=False)
+    below: float | None = Field(default=None, allow_inf_nan=False)
+
+
 class FiltersBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -25,6 +35,12 @@ class FiltersBody(BaseModel):
     brands: list[str] = Field(default_factory=list, description="Any of these brands (case-insensitive).")
     price_min: float | None = Field(default=None, allow_inf_nan=False)
     price_max: float | None = Field(default=None, allow_inf_nan=False)
+    price_below: float | None = Field(default=None, allow_inf_nan=False,
+                                      description="Exclusive upper bound (what a facet bucket means).")
+    attributes: dict[str, list[str | float] | RangeBody] = Field(default_factory=dict, description=(
+        'Catalog attributes (listed by `GET /attributes`): any of some values, '
+        '{"colour": ["black", "grey"]}, or a range on a numeric one, {"weight": {"min": 1, "max": 5}}.'
+        " Different attributes must all hold."))
 
 
 class FusionBody(BaseModel):
@@ -46,11 +62,19 @@ class SearchBody(FusionBody):
     depth: int | None = Field(default=None, ge=1, description="Candidates per leg before fusion (limits.max_depth).")
     mode: Literal["hybrid", "lexical", "dense"] = "hybrid"
     filters: FiltersBody | None = None
+    facets: list[str] | str | None = Field(default=None, description=(
+        'Fields to count over the relevant set (each leg\'s top `depth`, fused): "brand,category,price,colour".'))
+    facet_size: int = Field(default=10, ge=1, le=1000, description="Values per facet (per level for category).")
+    sort: str | None = Field(default=None, description="Re-order the relevant set: price, -price, brand, an attribute.")
+    page: int | None = Field(default=None, ge=1, description="Page of `k` hits (1-based) of the relevant set.")
+    offset: int | None = Field(default=None, ge=0, description="Or: skip this many hits of the relevant set.")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"query": "cordless drill", "k": 5},
         {"query": "cordless drill", "k": 10, "filters": {"category": "Tools > Power Tools", "brands": ["Makita"],
                                                          "price_max": 200}, "explain": True},
+        {"query": "wireless mouse", "k": 10, "page": 2, "sort": "-price", "facets": "brand,price,colour",
+         "filters": {"attributes": {"colour": ["black"], "weight": {"max": 100}}, "price_below": 50}},
     ]})
 
 
@@ -99,6 +123,13 @@ RESULTS_JSON_SCHEMA: dict[str, Any] = {
         "unscored": {"type": "array", "description": "Re-rank candidates that could not be scored, and why (they are the last hits).",
                      "items": {"type": "object", "properties": {"product_id": {"type": "string"},
                                                                 "reason": {"type": "string"}}}},
+        "page": {"type": ["object", "null"], "description": (
+            "Where the hits sit in the relevant set (search): offset, size, number, total, depth, sort, exhausted."
+            " A page past `total` is empty: raise `depth` to page further.")},
+        "facets": {"type": ["object", "null"], "description": (
+            "Counts over the relevant set when `facets` were asked for: `over` (its size) and `fields`: per"
+            " field its `kind` (terms, category, range), `buckets` (value to filter on, label, count; level or"
+            " low/high), `missing`, `other`, and min/max for ranges.")},
     },
 }
 RESULTS_EXAMPLE: dict[str, Any] = {

@@ -146,6 +146,9 @@ class ServedIndex:
             searcher.lexical.search("warm up", 1)
             if searcher.policy is not None:
                 searcher.policy.decide("warm up", searcher.encoder.encode_query("warm up"))
+            ranker, _ = searcher.ranker()  # a configured learned ranker: loaded and checked now, and every
+            if ranker is not None:  # product read into its table, so no request pays for tokenising candidates
+                searcher.stage.warm()
         except BaseException:
             client.close()
             raise

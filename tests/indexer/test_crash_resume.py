@@ -1,5 +1,9 @@
-"""Kill the indexing process with SIGKILL at many moments; every restart must end with an index equal to
-an uninterrupted run, and the index must never be half-published in between."""
+"""Kill the indexing process with SIGKILL in every phase of a run; every restart must end with an index
+equal to an uninterrupted run, and the index must never be half-published in between.
+
+The process kills itself at a moment the test names (`tests/indexer/crash_target.py`: after N records
+read, after the N-th journaled batch, at the N-th vector upsert, between the version's move and the
+manifest switch, after the switch): a timer would land elsewhere on a busy machine than on an idle one."""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +41,11 @@ def _catalog(path: Path, n: int, variant: int = 0) -> Path:
     return write_jsonl(path, records)
 
 
-def _start(catalog: Path, index_dir: Path) -> subprocess.Popen:
+def _run(catalog: Path, index_dir: Path, kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "tests.indexer.crash_target", str(catalog), str(index_dir)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run([sys.executable, "-m", "tests.indexer.crash_target", str(catalog), str(index_dir),
+                           *([kill_at] if kill_at else [])],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
 def _snapshot(index_dir: Path) -> tuple[list[str], np.ndarray, list[list[str]]]:
@@ -55,27 +59,22 @@ def _snapshot(index_dir: Path) -> tuple[list[str], np.ndarray, list[list[str]]]:
     return ids, matrix, results
 
 
-def _kill_until_done(catalog: Path, index_dir: Path, published_before: str | None) -> tuple[int, dict]:
-    kills = 0
-    delay = 0.4
-    for _ in range(40):
-        process = _start(catalog, index_dir)
-        time.sleep(delay)
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            kills += 1
-            directory = IndexDirectory(index_dir)
-            if directory.exists():  # whatever version is current must be complete and consistent
-                assert verify_index(index_dir, SETTINGS).ok
-                current = directory.read_manifest().version
-                assert published_before is None or current >= published_before
-            delay += 0.35
-            continue
-        out, err = process.communicate()
-        assert process.returncode == 0, err
-        return kills, json.loads(out.strip().splitlines()[-1])
-    pytest.fail("the indexing run never finished")
+def _kill_then_finish(catalog: Path, index_dir: Path, moments: list[str], published_before: str | None) -> dict:
+    """SIGKILL one run at each of `moments` in turn (each a restart of the last), then run to the end and
+    return that run's summary. After every kill, whatever version is live is complete and consistent, and
+    never older than `published_before`."""
+    for moment in moments:
+        killed = _run(catalog, index_dir, moment)
+        assert killed.returncode == -signal.SIGKILL, f"{moment}: the run did not die there ({killed.stderr[-2000:]})"
+        directory = IndexDirectory(index_dir)
+        if directory.exists():
+            assert verify_index(index_dir, SETTINGS).ok, moment
+            assert published_before is None or directory.read_manifest().version >= published_before, moment
+        else:
+            assert published_before is None, moment
+    finished = _run(catalog, index_dir)
+    assert finished.returncode == 0, finished.stderr
+    return dict(json.loads(finished.stdout.strip().splitlines()[-1]))
 
 
 @pytest.mark.slow
@@ -85,9 +84,10 @@ def test_sigkill_at_any_point_then_resume_equals_uninterrupted_run(tmp_path: Pat
     run_index(catalog, reference, settings=SETTINGS)
 
     index_dir = tmp_path / "killed"
-    kills, summary = _kill_until_done(catalog, index_dir, None)
-    assert kills >= 3, "the kills should have landed in several phases"
-    assert summary["total"] == 2500 and summary["balanced"]
+    # Killed while staging, twice while embedding (the second run resumes from the journal), while
+    # building, just before the switch: nothing was ever published, so the finishing run adds everything.
+    summary = _kill_then_finish(catalog, index_dir, ["read:1200", "embed:3", "embed:5", "build:1", "switch"], None)
+    assert summary["added"] == 2500 and summary["total"] == 2500 and summary["balanced"]
     assert verify_index(index_dir, SETTINGS).ok
     ids, matrix, results = _snapshot(index_dir)
     ref_ids, ref_matrix, ref_results = _snapshot(reference)
@@ -99,8 +99,23 @@ def test_sigkill_at_any_point_then_resume_equals_uninterrupted_run(tmp_path: Pat
     changed = _catalog(tmp_path / "changed.jsonl", 2500, variant=5)
     run_index(changed, reference, settings=SETTINGS)
     published = IndexDirectory(index_dir).read_manifest().version
-    kills, summary = _kill_until_done(changed, index_dir, published)
-    assert summary["updated"] == 625 and summary["balanced"]
+    summary = _kill_then_finish(changed, index_dir, ["read:10", "embed:2", "build:2", "switch"], published)
+    assert IndexDirectory(index_dir).read_manifest().version > published
+    assert summary["updated"] == 625 and summary["unchanged"] == 1875 and summary["balanced"]
+
+    ids, matrix, results = _snapshot(index_dir)
+    ref_ids, ref_matrix, ref_results = _snapshot(reference)
+    assert ids == ref_ids
+    np.testing.assert_allclose(matrix, ref_matrix, atol=1e-6)
+    assert results == ref_results
+
+    # Killed after its switch, before pruning: that run had published its catalog, whole; the finishing
+    # run finds everything unchanged.
+    third = _catalog(tmp_path / "third.jsonl", 2500, variant=9)
+    run_index(third, reference, settings=SETTINGS)
+    published = IndexDirectory(index_dir).read_manifest().version
+    summary = _kill_then_finish(third, index_dir, ["prune"], published)
+    assert summary["unchanged"] == 2500 and summary["embedded"] == 0 and summary["balanced"]
     ids, matrix, results = _snapshot(index_dir)
     ref_ids, ref_matrix, ref_results = _snapshot(reference)
     assert ids == ref_ids

@@ -114,7 +114,7 @@ def test_replace_deletes_missing_products(tmp_path: Path, hash_settings: Setting
     catalog = write_jsonl(tmp_path / "c.jsonl", _records())
     run_index(catalog, tmp_path / "idx", settings=hash_settings)
     write_jsonl(catalog, _records()[:5])
-    summary = run_index(catalog, tmp_path / "idx", settings=hash_settings, replace=True)
+    summary = run_index(catalog, tmp_path / "idx", settings=hash_settings, replace=True, allow_shrink=True)
     assert summary.deleted == 7 and summary.total == 5 and summary.unchanged == 5
     additive = run_index(write_jsonl(tmp_path / "d.jsonl", [{"id": "z", "title": "Rake"}]), tmp_path / "idx",
                          settings=hash_settings)
@@ -132,9 +132,9 @@ def test_embedding_failures_are_rejected_not_lost(tmp_path: Path, hash_settings:
         summary = run_index(catalog, tmp_path / "idx", settings=hash_settings, executor=FailingExecutor())
     finally:
         pipeline.EMBED_BATCH = old
-    assert summary.rejected == 1 and summary.added == 12 and summary.balanced
+    assert summary.embedding_failed == 1 and summary.rejected == 0 and summary.added == 12 and summary.balanced
     assert "poisoned" in summary.failures["bad"]
-    assert "bad" in (tmp_path / "idx" / "rejects.jsonl").read_text()
+    assert "bad" not in (tmp_path / "idx" / "rejects.jsonl").read_text()  # not the catalog's fault
     assert verify_index(tmp_path / "idx", hash_settings).ok
 
 

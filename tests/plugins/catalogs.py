@@ -37,6 +37,40 @@ TINY = [
             ("Tools", "Power Tools", "Drivers"), 149.0, {"voltage": "18V"}),
 ]
 
+FACETED = [
+    # Attribute spellings differ on purpose (case, spaces, Unicode, number form): filters and facets must
+    # see one value for each.
+    Product("f01", "Wireless mouse M185", "Compact wireless mouse", "Logitech", ("Computers", "Mice"), 19.99,
+            {"colour": "Black", "weight": "75", "buttons": "3", "connection": "Wireless"}),
+    Product("f02", "Wireless mouse M325", "Mouse with smooth scrolling", "Logitech", ("Computers", "Mice"), 24.5,
+            {"Colour": "BLACK", "weight": "93.0", "buttons": "5", "connection": "wireless"}),
+    Product("f03", "Optical mouse USB", "Wired optical mouse", "HP", ("Computers", "Mice"), 9.0,
+            {"colour": "white", "weight": "90", "buttons": "3", "connection": "USB"}),
+    Product("f04", "Gaming mouse RGB", "Wired gaming mouse with 8 buttons", "Razer", ("Computers", "Mice", "Gaming"),
+            59.0, {"colour": "Dark\u00a0Grey", "weight": "101.5", "buttons": "8", "connection": "USB"}),
+    Product("f05", "Wireless keyboard K270", "Full-size wireless keyboard", "Logitech", ("Computers", "Keyboards"),
+            29.0, {"colour": "black ", "weight": "498", "connection": "Wireless"}),
+    Product("f06", "Mechanical keyboard", "Gaming keyboard with red switches", "Razer",
+            ("Computers", "Keyboards", "Gaming"), 129.0, {"colour": "dark grey", "weight": "1250"}),
+    Product("f07", "USB-C hub 7-in-1", "Hub with HDMI and card reader", "Anker", ("Computers", "Accessories"),
+            35.99, {"colour": "Silver", "ports": "7", "connection": "USB"}),
+    Product("f08", "Laptop stand aluminium", "Adjustable stand for notebooks", "Rain Design",
+            ("Computers", "Accessories"), 49.0, {"colour": "Silver", "weight": "1000", "material": "Aluminium"}),
+    Product("f09", "Mouse pad XL", "Large cloth mouse pad for gaming", "Razer", ("Computers", "Accessories"),
+            15.0, {"colour": "Black", "material": "Cloth"}),
+    Product("f10", "Wireless mouse for kids", "Small wireless mouse in bright colours", "Trust", ("Toys",), None,
+            {"colour": "Ｒｅｄ", "weight": "60", "connection": "Wireless"}),
+    Product("f11", "Ergonomic vertical mouse", "Wireless vertical mouse", "Logitech", ("Computers", "Mice"), 99.0,
+            {"colour": "Graphite", "weight": "135", "buttons": "6", "connection": "Wireless", "min_temp": "-20"}),
+    Product("f12", "Outdoor thermometer", "Wireless outdoor sensor", None, ("Garden",), 25.0,
+            {"min_temp": "-40.5", "connection": "Wireless"}),
+    Product("f13", "Trackball mouse", "Wireless trackball", "Logitech", ("Computers", "Mice"), 25.0,
+            {"colour": "Black", "weight": "145", "buttons": "5", "connection": "Wireless"}),
+    Product("f14", "Mouse bungee", "Cable holder for a gaming mouse", "Razer", ("Computers", "Accessories"), 19.99,
+            {}),
+]
+"""A small catalog with brands, category paths, prices and typed attributes (text and numeric)."""
+
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
@@ -46,6 +80,11 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 @pytest.fixture
 def tiny_products() -> list[Product]:
     return list(TINY)
+
+
+@pytest.fixture
+def faceted_catalog(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "faceted.jsonl", [p.to_dict() for p in FACETED])
 
 
 @pytest.fixture
@@ -67,3 +106,49 @@ def minilm():
     encoder = load_encoder("default", "cpu")
     encoder.encode(["warm up"])
     return encoder
+
+
+def shop_catalog() -> tuple[list[Product], dict[str, str], dict[str, dict[str, float]]]:
+    """A made-up hardware catalog (brand x type x size, 108 products) and 120 queries with graded
+    judgments (3 = the brand, type and size asked for; 2 = the right type; 1 = judged, wrong type), for
+    training and testing the learned ranker. Deterministic."""
+    import random
+
+    rng = random.Random(7)
+    brands = ["Makita", "Bosch", "DeWalt", "Stanley", "Gardena", "Philips"]
+    kinds = {"drill": ("Tools", "Power Tools"), "hammer": ("Tools", "Hand Tools"), "saw": ("Tools", "Power Tools"),
+             "hose": ("Garden", "Watering"), "bulb": ("Lighting", "Bulbs"), "ladder": ("Tools", "Ladders")}
+    sizes = {"drill": ["12 V", "18 V", "20 V"], "hammer": ["16 oz", "20 oz", "24 oz"], "saw": ["7 in", "10 in", "12 in"],
+             "hose": ["25 ft", "50 ft", "100 ft"], "bulb": ["40 W", "60 W", "75 W"], "ladder": ["4 ft", "6 ft", "8 ft"]}
+    words = ["compact", "heavy duty", "professional", "classic"]
+    products = []
+    for kind, path in kinds.items():
+        for brand in brands:
+            for size in sizes[kind]:
+                pid = f"s{len(products):03d}"
+                adjective = rng.choice(words)
+                products.append(Product(pid, f"{brand} {adjective} {kind} {size}",
+                                        f"A {adjective} {kind} by {brand}, {size}.", brand, (*path, kind.title() + "s"),
+                                        float(rng.randint(5, 300)), {"size": size}))
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, float]] = {}
+    for i in range(120):
+        kind = rng.choice(list(kinds))
+        brand = rng.choice(brands)
+        size = rng.choice(sizes[kind])
+        text = rng.choice([f"{brand} {kind} {size}", f"{kind} {size}", f"{brand.lower()} {kind}s {size.replace(' ', '')}"])
+        qid = f"sq{i:03d}"
+        queries[qid] = text
+        judged: dict[str, float] = {}
+        for p in products:
+            title = p.title.lower()
+            same_kind = f" {kind} " in f" {title} "
+            exact = same_kind and size.lower() in title and (brand.lower() in title or brand.lower() not in text.lower())
+            if exact:
+                judged[p.id] = 3.0
+            elif same_kind and rng.random() < 0.5:
+                judged[p.id] = 2.0
+            elif not same_kind and rng.random() < 0.03:
+                judged[p.id] = 1.0
+        qrels[qid] = judged
+    return products, queries, qrels

@@ -8,14 +8,19 @@
   `ES_SECURE_PASSWORD`), started on first use, for the credential tests.
 - `es_settings`: `ElasticsearchSettings` for `es_url` with the `standard` analyzer (the test node has no
   analysis-common module, hence no `english`) and a prefix unique to the session.
+- `disposable_es` (module): a node of the module's own, on a fixed port, that a test may stop and start
+  again (outage tests), so the session node stays up for every other test; deleted at the end.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -96,3 +101,43 @@ def es_settings(es_url: str):  # type: ignore[no-untyped-def]
         max_retries=1,
         request_timeout=30.0,
     )
+
+
+@dataclass
+class DisposableNode:
+    """An Elasticsearch node in its own run directory and on a fixed port (kept across restarts)."""
+
+    run_dir: Path
+    port: int
+    url: str = ""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SHOPFUSION_ES_RUN_DIR": str(self.run_dir), "SHOPFUSION_ES_PORT": str(self.port)}
+
+    def start(self) -> str:
+        started = _script("start", self.env)
+        if started.returncode != 0:
+            pytest.fail(f"could not start a disposable Elasticsearch node:\n{started.stderr[-4000:]}", pytrace=False)
+        self.url = _url_from(started.stdout)
+        return self.url
+
+    def stop(self) -> None:
+        _script("stop", self.env)
+
+
+@pytest.fixture(scope="module")
+def disposable_es() -> Iterator[DisposableNode]:
+    _skip_if_disabled()
+    base = os.environ.get("SHOPFUSION_ES_RUN_DIR") or str(
+        Path(os.environ.get("SHOPFUSION_CACHE", Path.home() / ".cache" / "shopfusion")) / "elasticsearch" / "run")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    node = DisposableNode(Path(base).parent / f"run-disposable-{uuid.uuid4().hex[:8]}", port)
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(node.run_dir, ignore_errors=True)

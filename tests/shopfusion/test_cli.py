@@ -99,19 +99,81 @@ def test_verify_detects_drift(runner: CliRunner, indexed: Path) -> None:
     assert drift.exit_code == 1 and "DRIFT" in drift.output and "intruder" in drift.output
 
 
+def test_verify_reports_an_index_without_filter_columns(runner: CliRunner, indexed: Path) -> None:
+    version = json.loads((indexed / "manifest.json").read_text())["version"]
+    (indexed / "versions" / version / "attributes.json").unlink()
+    (indexed / "versions" / version / "vectors" / "columns.npz").unlink()
+    report = json.loads(runner.invoke(main, ["verify", "--index", str(indexed), "--json"]).output)
+    assert not report["ok"] and any("attributes.json is missing" in p for p in report["problems"])
+    assert any("re-index it once" in p for p in report["problems"])
+
+
 def test_errors_are_clear(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(main, ["search", "drill", "--index", str(tmp_path / "none")])
     assert result.exit_code == 2 and "shopfusion index" in result.output
-    bad = runner.invoke(main, ["search", "drill", "--index", str(tmp_path), "--filter", "colour=red"])
-    assert bad.exit_code == 2 and "unknown filter" in bad.output
+    bad = runner.invoke(main, ["search", "drill", "--index", str(tmp_path), "--filter", "colour"])
+    assert bad.exit_code == 2 and "write KEY=VALUE" in bad.output
 
 
 def test_parse_filters() -> None:
     assert parse_filters(("category=Tools > Drills", "brand=A", "brand=B", "price>=5", "price<=9")) == Filters(
         ("Tools", "Drills"), ("A", "B"), 5.0, 9.0)
+    assert parse_filters(("colour=black",)) == Filters(attributes={"colour": ("black",)})
     assert parse_filters(("price=..20",)) == Filters(price_max=20.0)
     with pytest.raises(QueryError):
         parse_filters(("price=cheap",))
+
+
+@pytest.fixture
+def faceted(runner: CliRunner, faceted_catalog: Path, tmp_path: Path) -> Path:
+    index_dir = tmp_path / "faceted"
+    result = runner.invoke(main, ["index", str(faceted_catalog), "--index", str(index_dir)])
+    assert result.exit_code == 0, result.output
+    return index_dir
+
+
+def test_search_with_attribute_filters_facets_sort_and_pages(runner: CliRunner, faceted: Path) -> None:
+    args = ["search", "wireless mouse", "--index", str(faceted), "--k", "1", "--filter", "Colour=BLACK",
+            "--filter", "weight=50..<140", "--facets", "brand,category", "--facets", "price,colour",
+            "--sort", "-price", "--page", "2"]
+    data = json.loads(runner.invoke(main, [*args, "--json"]).output)
+    assert data["page"] == {"offset": 1, "size": 1, "number": 2, "total": 2, "depth": 200, "sort": "-price",
+                            "exhausted": True}
+    assert [(h["rank"], h["product_id"]) for h in data["hits"]] == [(2, "f01")]  # 19.99 after f02's 24.50
+    assert set(data["facets"]["fields"]) == {"brand", "category", "price", "colour"}
+    assert data["facets"]["fields"]["colour"]["buckets"] == [{"value": "black", "label": "Black", "count": 2}]
+    text = runner.invoke(main, args).output
+    assert "hits 2-2 of 2 (page 2, sorted by -price)" in text
+    assert "facets over the 2 products" in text and "brand: Logitech 2" in text
+    past = runner.invoke(main, ["search", "mouse", "--index", str(faceted), "--page", "9"])
+    assert "past the end" in past.output and "raise --depth" in past.output
+
+
+@pytest.mark.parametrize(("argument", "message"), [
+    ("color=black", "unknown attribute 'color' (close names: colour)"),
+    ("colour=1..3", "'colour' is a text attribute"),
+    ("weight=heavy", "'weight' is a numeric attribute"),
+    ("price=nan", "not a bound to filter on"),
+    ("brand=", "has no value"),
+])
+def test_filter_errors_exit_2_with_the_fix(runner: CliRunner, faceted: Path, argument: str, message: str) -> None:
+    result = runner.invoke(main, ["search", "mouse", "--index", str(faceted), "--filter", argument])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_attributes_command(runner: CliRunner, faceted: Path) -> None:
+    text = runner.invoke(main, ["attributes", "--index", str(faceted)])
+    assert text.exit_code == 0 and "14 products, 7 attributes" in text.output
+    lines = text.output.splitlines()
+    assert {line.split()[0] for line in lines[1:4]} == {"brand", "category", "price"}  # built-ins first
+    assert lines[4].split()[0] == "colour" and "numeric" in text.output  # then by how many products have it
+    data = json.loads(runner.invoke(main, ["attributes", "colour", "weight", "--index", str(faceted), "--json",
+                                           "--values", "2"]).output)
+    colour, weight = data["fields"]
+    assert colour["kind"] == "text" and colour["values"][0] == {"value": "black", "label": "Black", "count": 5}
+    assert len(colour["values"]) == 2 and weight["kind"] == "numeric" and weight["min"] == 60
+    unknown = runner.invoke(main, ["attributes", "color", "--index", str(faceted)])
+    assert unknown.exit_code == 2 and "close names: colour" in unknown.output
 
 
 def test_help_is_instant_and_imports_nothing_heavy() -> None:

@@ -46,3 +46,49 @@ def test_default_model_loads_offline(minilm) -> None:
     assert float(vectors[0] @ vectors[1]) > float(vectors[0] @ vectors[2])
     assert minilm.model_id.startswith("sentence-transformers/all-MiniLM-L6-v2@")
     np.testing.assert_allclose(minilm.encode_query("cordless drill"), vectors[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "weights.PT", "x.pth", "sub/model.pkl", "a.pickle",
+                                  "last.ckpt", "scaler.joblib"])
+def test_any_pickle_is_refused_even_beside_safetensors(tmp_path: Path, name: str) -> None:
+    """Issue 14: a `pytorch_model.bin` next to `model.safetensors` used to pass the check and reach torch.load."""
+    from shopfusion.encoders import check_safetensors
+
+    (tmp_path / "model.safetensors").write_bytes(b"{}")
+    (tmp_path / "config.json").write_text("{}")
+    target = tmp_path / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"\x80\x04pickle")
+    with pytest.raises(ConfigError, match="pickled weights file") as caught:
+        check_safetensors(tmp_path)
+    assert name in str(caught.value)
+    with pytest.raises(ConfigError, match="safetensors only"):
+        load_encoder(str(tmp_path), "cpu").encode(["x"])
+
+
+def test_packaged_model_passes_the_pickle_check() -> None:
+    from shopfusion.encoders import check_safetensors, default_model_path
+
+    check_safetensors(default_model_path())
+
+
+@pytest.mark.parametrize("kind", ["intent-model", "fusion-policy"])
+def test_artifact_directories_with_a_pickle_are_refused(tmp_path: Path, kind: str) -> None:
+    """Every shopfusion artifact (intent models, fusion policies) is read through `read_card`, which
+    applies the same pickle rule before reading anything."""
+    import shutil
+
+    from ranker.intent import default_intent_model_dir, load_intent_model
+    from ranker.policy import default_policy_dir
+    from shopfusion.artifacts import read_card
+
+    source = default_intent_model_dir() if kind == "intent-model" else default_policy_dir()
+    copy = tmp_path / "artifact"
+    shutil.copytree(source, copy)
+    read_card(copy, kind)  # the shipped artifact passes
+    (copy / "extra.pkl").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(ConfigError, match="extra.pkl"):
+        read_card(copy, kind)
+    if kind == "intent-model":
+        with pytest.raises(ConfigError, match="pickled weights file"):
+            load_intent_model(copy)

@@ -54,3 +54,28 @@ def test_loaders(tmp_path: Path) -> None:
 def test_trec_run_file(tmp_path: Path) -> None:
     write_trec_run({"q1": {"a": 1.0, "b": 2.0}}, tmp_path / "run.trec", tag="t")
     assert (tmp_path / "run.trec").read_text().splitlines() == ["q1 Q0 b 1 2.000000 t", "q1 Q0 a 2 1.000000 t"]
+
+
+def test_compare_runs_paired_tests() -> None:
+    from shopfusion.evaluation import compare_runs
+
+    qrels = {f"q{i}": {"a": 2.0, "b": 0.0} for i in range(30)}
+    good = {q: {"a": 2.0, "b": 1.0} for q in qrels}
+    bad = {q: {"b": 2.0, "a": 1.0} for q in qrels}
+    out = compare_runs({"good": good, "bad": bad, "same": dict(good)}, qrels, ["ndcg@10", "mrr"], min_grade=0.0)
+    assert out["means"]["good"]["mrr"] == 1.0 and out["means"]["bad"]["mrr"] == 0.5
+    assert out["p_values"]["good"]["bad"]["mrr"] < 0.01
+    assert out["p_values"]["good"]["same"]["ndcg@10"] == 1.0  # identical: no difference
+    assert out["win_tie_loss"]["good"]["bad"]["mrr"]["W"] == 30
+    with pytest.raises(QueryError, match="significance test"):
+        compare_runs({"good": good}, qrels, stat_test="coin")
+
+
+def test_trec_run_round_trip(tmp_path: Path) -> None:
+    from shopfusion.evaluation import load_trec_run
+
+    write_trec_run({"q1": {"a": 1.0, "b": 2.0}, "q2": {"c": 0.5}}, tmp_path / "run.trec")
+    assert load_trec_run(tmp_path / "run.trec") == {"q1": {"b": 2.0, "a": 1.0}, "q2": {"c": 0.5}}
+    (tmp_path / "bad.trec").write_text("q1 Q0 a\n")
+    with pytest.raises(QueryError, match="line 1"):
+        load_trec_run(tmp_path / "bad.trec")

@@ -64,6 +64,28 @@ def test_search_body_is_the_clients_results(server: Server, served_index: Path) 
     assert reply.json()["schema"] == "shopfusion.results/1" and reply.json()["hits"][0]["legs"]
 
 
+def test_search_with_attribute_filters_facets_sort_and_pages(server: Server, served_index: Path) -> None:
+    body = {"query": "cordless drill driver", "k": 2, "page": 2, "sort": "-price", "facets": "brand,category,voltage",
+            "filters": {"attributes": {"voltage": ["18v"]}, "price_below": 140}}
+    reply = server.post("/search", body)
+    assert reply.status == 200, reply.body
+    data = reply.json()
+    client = Client(served_index, settings=load_settings(env=BASE_ENV))
+    try:
+        expected = client.search("cordless drill driver", k=2, page=2, sort="-price", facets="brand,category,voltage",
+                                 filters=Filters(attributes={"voltage": ("18v",)}, price_below=140)).to_dict()
+    finally:
+        client.close()
+    assert data == json.loads(json.dumps(expected))
+    assert data["page"]["number"] == 2 and data["facets"]["fields"]["voltage"]["buckets"][0]["value"] == "18v"
+    numeric = server.post("/search", {"query": "drill", "filters": {"attributes": {"pieces": {"min": 10}}}}).json()
+    assert [h["product_id"] for h in numeric["hits"]] == ["p03"]
+    attributes = server.request("GET", "/attributes?values=2").json()
+    assert attributes["index_version"] == "v000001" and attributes["products"] == len(TINY)
+    voltage = next(f for f in attributes["fields"] if f["name"] == "voltage")
+    assert voltage["kind"] == "text" and voltage["values"][0] == {"value": "18v", "label": "18V", "count": 2}
+
+
 def test_search_modes_and_fusion_overrides(server: Server) -> None:
     lexical = server.post("/search", {"query": "garden hose", "mode": "lexical", "k": 2}).json()
     assert lexical["fusion"]["mode"] == "lexical" and lexical["hits"][0]["product_id"] == "p04"
@@ -134,6 +156,11 @@ def test_access_log_is_json_without_query_text(server: Server) -> None:
     ({"query": "drill", "alpha": 2}, 400, "`alpha`"),
     ({"query": "drill", "filters": {"price_min": 9, "price_max": 1}}, 400, "swap the bounds"),
     ({"query": "drill", "mode": "magic"}, 400, "`mode`"),
+    ({"query": "drill", "filters": {"attributes": {"color": ["red"]}}}, 400, "close names"),
+    ({"query": "drill", "filters": {"attributes": {"voltage": {"min": 1}}}}, 400, "text attribute"),
+    ({"query": "drill", "filters": {"attributes": {"voltage": []}}}, 400, "neither values nor bounds"),
+    ({"query": "drill", "facets": "colour"}, 400, "unknown attribute 'colour'"),
+    ({"query": "drill", "page": 0}, 400, "`page`"),
 ])
 def test_search_errors_say_how_to_fix(server: Server, body: dict[str, Any], status: int, fragment: str) -> None:
     reply = server.post("/search", body)
@@ -154,6 +181,7 @@ def test_search_errors_say_how_to_fix(server: Server, body: dict[str, Any], stat
     (b"", "body is empty"),
     (b"[1, 2]", "must be a JSON object"),
     (b'{"query": "caf\xe9"}', "UTF-8"),
+    (b'{"query": "dr\\ud800ill", "candidates": ["p01"]}', "lone surrogate"),
 ])
 def test_rerank_errors_say_how_to_fix(server: Server, raw: bytes, fragment: str) -> None:
     reply = server.request("POST", "/rerank", raw=raw)
@@ -196,8 +224,10 @@ def test_api_key_timeout_and_query_logging(served_index: Path, tmp_path: Path) -
             assert reply.status == 401 and reply.headers["www-authenticate"].startswith("Bearer")
             assert "SHOPFUSION_SERVICE_API_KEY" in error(reply)["message"]
         assert server.request("GET", "/metrics").status == 401
+        assert server.request("GET", "/attributes").status == 401  # the catalog is the merchant's data
         good = {"Authorization": "Bearer s3cret-key-value"}
         assert server.request("GET", "/metrics", headers=good).status == 200
+        assert server.request("GET", "/attributes", headers=good).status != 401  # (504: this server's timeout)
         spec = server.request("GET", "/openapi.json").json()
         assert spec["paths"]["/search"]["post"]["security"] == [{"bearer": []}]
         # authorised, then refused by the (absurdly small) timeout: 504 saying which setting to raise

@@ -48,6 +48,26 @@ def test_pickled_weights_are_refused(tmp_path: Path, tiny_model_dir: Path) -> No
         load_sentence_transformer(bad)
 
 
+@pytest.mark.parametrize("name", ["extra/model.PT", "scaler.joblib"])
+def test_trainer_applies_the_one_pickle_rule(tmp_path: Path, tiny_model_dir: Path, name: str) -> None:
+    """The trainer refuses exactly what `shopfusion.encoders.check_safetensors` refuses (one rule), with
+    its message, as a training error."""
+    import shutil
+
+    from shopfusion.encoders import check_safetensors
+    from shopfusion.errors import ConfigError
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_model_dir, bad)
+    (bad / name).parent.mkdir(parents=True, exist_ok=True)
+    (bad / name).write_bytes(b"not really a pickle")
+    with pytest.raises(ConfigError) as shared:
+        check_safetensors(bad)
+    with pytest.raises(TrainingError) as trained:
+        load_sentence_transformer(bad)
+    assert str(trained.value) == str(shared.value)
+
+
 def test_intent_model_with_a_frozen_encoder_reads_the_index_vectors(tmp_path: Path, make_examples) -> None:  # type: ignore[no-untyped-def]
     data = make_examples()
     model = MultiTaskClassifier(FrozenEncoder(HashingEncoder(32)))

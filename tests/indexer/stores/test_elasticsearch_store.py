@@ -382,6 +382,101 @@ def test_rank_agreement_with_the_embedded_engine(sample: str, es_settings, make_
     assert overlap >= MIN_AGREEMENT[sample]
 
 
+def test_field_scores_equal_the_embedded_engine(make_lexical, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Same data, `standard` analyzer: both engines give the same per-field BM25 (the ranker's features).
+
+    Every product here has every field: on a field some products lack, Lucene's BM25 counts only the
+    documents that have it (N and the average length) where tantivy counts all, so values differ there."""
+    import numpy as np
+
+    from indexer.stores.base import TEXT_FIELDS
+    from indexer.stores.tantivy_store import TantivyLexicalIndex
+
+    products = [
+        Product(id=f"f{i}", title=title, description=description, brand=brand, category_path=path,
+                attributes={"size": size})
+        for i, (title, description, brand, path, size) in enumerate([
+            ("Cordless Drill 18V kit", "Brushless cordless drill with two batteries", "Makita",
+             ("Tools", "Power Tools", "Drills"), "compact"),
+            ("Hammer Drill", "Corded hammer drill for masonry and concrete", "DeWalt",
+             ("Tools", "Power Tools", "Drills"), "standard"),
+            ("Claw Hammer 16 oz", "Steel hammer with a rubber grip", "Estwing", ("Tools", "Hand Tools"), "16 oz"),
+            ("Garden Hose 50 ft", "Kink free garden hose", "Flexzilla", ("Garden", "Watering"), "50 ft"),
+            ("Drill Bit Set", "Titanium drill bits for wood and metal", "DeWalt", ("Tools", "Accessories"),
+             "20 pieces"),
+            ("Hose Nozzle", "Fits any garden hose, eight spray patterns", "Gardena", ("Garden", "Watering"),
+             "small"),
+        ])
+    ]
+    embedded = TantivyLexicalIndex(tmp_path / "tantivy", analyzer="standard", create=True)
+    embedded.upsert(products)
+    embedded.commit()
+    remote = make_lexical()
+    assert remote.upsert(products).failed == {}
+    remote.commit()
+    ids = [p.id for p in products] + ["missing"]
+    outside = [replace(p, id=f"x-{p.id}") for p in products]
+    for query in ("cordless drill", "dewalt drill bits", "garden hose 50 ft", "steel hammer tools", "small"):
+        np.testing.assert_allclose(remote.field_scores(query, ids), embedded.field_scores(query, ids),
+                                   rtol=1e-3, atol=1e-4, err_msg=query)
+        np.testing.assert_allclose(remote.score_products(query, outside), embedded.score_products(query, outside),
+                                   rtol=1e-3, atol=1e-4, err_msg=query)
+    assert remote.field_scores("drill", ids).shape == (len(ids), len(TEXT_FIELDS))
+
+
 MIN_AGREEMENT = {"homedepot": 0.9, "flipkart1050": 0.85}
 """Measured 2026-11-22, ES 8.19.21 vs tantivy 0.27, standard analyzer, mean top-10 overlap: homedepot 0.964
 (2,355 products, 150 real queries), flipkart1050 0.942 (1,050 products, 150 title-prefix queries)."""
+
+
+def test_facet_counts_stay_exact_with_several_shards(es_settings) -> None:  # type: ignore[no-untyped-def]
+    from indexer.stores.base import reference_facet_counts
+    from tests.indexer.stores.conformance import FACET_REQUESTS
+    from tests.plugins.catalogs import FACETED
+
+    index = ElasticsearchLexicalIndex(es_settings, namespace="shards", version=f"v{uuid.uuid4().hex[:8]}",
+                                      create=True, shards=3, replicas=0)
+    try:
+        assert index.upsert(FACETED).failed == {}
+        index.commit()
+        counts = index.facet_counts([p.id for p in FACETED], FACET_REQUESTS)
+        for request in FACET_REQUESTS:
+            assert counts[request.name] == reference_facet_counts(FACETED, request), request
+    finally:
+        index.drop()
+
+
+def test_the_ranking_stage_reads_the_same_features_from_elasticsearch(es_settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A learned ranker's features on an Elasticsearch-backed index (per-field scores in one request)
+    equal those on a tantivy index of the same catalog (standard analyzer, every field populated)."""
+    import numpy as np
+
+    from indexer.pipeline import run_index
+    from ranker.features import FEATURE_NAMES, extract
+    from ranker.fusion import fuse
+    from ranker.searcher import HybridSearcher
+    from shopfusion.config import Settings
+    from tests.plugins.catalogs import shop_catalog, write_jsonl
+
+    products, queries, _ = shop_catalog()
+    catalog = write_jsonl(tmp_path / "c.jsonl", [p.to_dict() for p in products])
+    base = replace(Settings(), elasticsearch=es_settings).replace("index", model="hash:32", analyzer="standard")
+    base = base.replace("search", policy="none", intent_model="none")
+    searchers = {}
+    for engine in ("tantivy", "elasticsearch"):
+        settings = base.replace("index", lexical=engine)
+        run_index(catalog, tmp_path / engine, settings=settings)
+        searchers[engine] = HybridSearcher(tmp_path / engine, settings)
+    for text in list(queries.values())[:8]:
+        matrices = {}
+        for engine, searcher in searchers.items():
+            vector = searcher.encoder.encode_query(text)
+            decision = searcher.policy.decide(text, vector)
+            legs = searcher.retrieve(text, vector, 50)
+            fused = fuse(legs, decision.row.fusion)
+            candidates = searcher.candidate_set(text, vector, decision, legs, sorted(fused, key=lambda f: f.product_id))
+            matrices[engine] = extract(candidates)
+        assert searchers["elasticsearch"].stage.local is False and searchers["tantivy"].stage.local is True
+        fields = [FEATURE_NAMES.index(f"bm25_{name}") for name in ("title", "description", "brand", "category")]
+        assert matrices["tantivy"].shape[0] > 10 and (matrices["tantivy"][:, fields] > 0).any(axis=0).sum() >= 2
+        np.testing.assert_allclose(matrices["elasticsearch"], matrices["tantivy"], rtol=1e-3, atol=1e-4, err_msg=text)

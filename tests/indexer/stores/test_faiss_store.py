@@ -10,6 +10,7 @@ from indexer.stores.faiss_store import EXACT_BELOW, FaissVectorIndex
 from shopfusion.encoders import HashingEncoder
 from shopfusion.errors import IndexStateError, QueryError
 from shopfusion.types import Filters, Product
+from tests.indexer.stores.conformance import VectorConformance
 from tests.plugins.catalogs import TINY
 
 ENCODER = HashingEncoder(32)
@@ -25,6 +26,17 @@ def index(request, tmp_path: Path) -> FaissVectorIndex:
     store.upsert(TINY, _vectors(TINY))
     store.commit()
     return store
+
+
+class TestFaissConformance(VectorConformance):
+    """The shared vector suite for each kind; IVF probes one list and HNSW searches a small beam, so a
+    filtered approximate search comes back short and the exact fallback must fill it."""
+
+    @pytest.fixture(params=["flat", "hnsw", "ivf"])
+    def make_vectors(self, request, tmp_path: Path):  # type: ignore[no-untyped-def]
+        counter = iter(range(1000))
+        return lambda: FaissVectorIndex(tmp_path / f"v{next(counter)}", dim=32, kind=request.param, nprobe=1,
+                                        ef_search=16, create=True)
 
 
 def test_satisfies_protocol(index: FaissVectorIndex) -> None:
