@@ -16,7 +16,6 @@ import functools
 import json
 import os
 import sqlite3
-import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +23,20 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from indexer.vectorfile import EmbeddingJournal
 from shopfusion.errors import IndexStateError
 from shopfusion.types import Product
 
+__all__ = ["EmbeddingJournal", "ProductStore", "StoredProduct", "StoreRow"]
+StoreRow = tuple[str, str, str, str, str | None, int | None]
+"""A raw row: (id, content hash, text hash, JSON doc, source, line); copied between stores unparsed."""
+
+CACHE_KIB = 65_536
+"""SQLite page cache per store (a bound, not a reservation): large enough for the id index of about a
+million products, so a bulk load does not spill dirty pages to the WAL over and over."""
+BULK_ROWS = 50_000
+_INSERT = ("INSERT OR REPLACE INTO products (id, content_hash, text_hash, doc, source, line)"
+           " VALUES (?, ?, ?, ?, ?, ?)")
 _T = TypeVar("_T")
 
 _SCHEMA = """
@@ -71,7 +81,10 @@ class ProductStore:
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self._conn.execute(_SCHEMA)
+        self._bulk_rows = 0  # > 0 between `begin_bulk` and `end_bulk`
+        self._uncommitted = 0
 
     @contextlib.contextmanager
     def damage(self) -> Iterator[None]:
@@ -98,18 +111,39 @@ class ProductStore:
         self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def write_many(self, rows: Iterable[StoredProduct]) -> None:
+        """Insert or replace `rows`: one transaction, or part of the current one after `begin_bulk`."""
+        values = [(r.product.id, r.content_hash, r.text_hash,
+                   json.dumps(r.product.to_dict(), ensure_ascii=False), r.source, r.line) for r in rows]
+        if self._bulk_rows:
+            self._conn.executemany(_INSERT, values)
+            self._uncommitted += len(values)
+            if self._uncommitted >= self._bulk_rows:
+                self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN")
+                self._uncommitted = 0
+            return
         self._conn.execute("BEGIN")
         try:
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO products (id, content_hash, text_hash, doc, source, line)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                ((r.product.id, r.content_hash, r.text_hash,
-                  json.dumps(r.product.to_dict(), ensure_ascii=False), r.source, r.line) for r in rows),
-            )
+            self._conn.executemany(_INSERT, values)
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
+
+    @_translated
+    def begin_bulk(self, rows_per_commit: int = BULK_ROWS) -> None:
+        """Group the following `write_many` calls into transactions of about `rows_per_commit` rows until
+        `end_bulk` (a staging load, which a failure throws away whole). Ids arrive in catalog order, so
+        every commit rewrites most pages of the id index: committing each 1,000 rows made staging a
+        million products 35 times slower than 100,000 (`benchmarks/bench_scale.py`, README)."""
+        self._conn.execute("BEGIN")
+        self._bulk_rows, self._uncommitted = max(1, rows_per_commit), 0
+
+    @_translated
+    def end_bulk(self) -> None:
+        if self._bulk_rows:
+            self._bulk_rows = 0
+            self._conn.execute("COMMIT")
 
     @_translated
     def contains(self, product_id: str) -> bool:
@@ -177,53 +211,143 @@ class ProductStore:
     def count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM products").fetchone()[0])
 
+    # -- bulk operations for large catalogs: raw rows, SQL-side joins, numpy keys -----------------------
+    def iter_rows(self, batch: int = 1000) -> Iterator[list[StoreRow]]:
+        """Raw rows in id order, `batch` at a time (nothing parsed: for copying between stores)."""
+        cursor = self._conn.execute(
+            "SELECT id, content_hash, text_hash, doc, source, line FROM products ORDER BY id")
+        while rows := cursor.fetchmany(batch):
+            yield rows
 
-class EmbeddingJournal:
-    """Vectors computed by the current run, one file per finished batch, keyed by text hash.
-
-    A killed run leaves its journal in `staging/`; the next run with the same model reads it back and
-    embeds only what is missing. Files are written to a temporary name and renamed, so a batch file is
-    either complete or absent."""
-
-    def __init__(self, path: str | os.PathLike[str], model_id: str) -> None:
-        self.path = Path(path)
-        self.model_id = model_id
-        marker = self.path / "model.json"
-        if marker.is_file() and self._marked_model(marker) != model_id:
-            self.clear()
-        self.path.mkdir(parents=True, exist_ok=True)
-        if not marker.is_file():
-            tmp = marker.with_name("model.json.tmp")
-            tmp.write_text(json.dumps({"model_id": model_id}), encoding="utf-8")
-            os.replace(tmp, marker)  # a run killed here leaves no half-written marker
-
-    @staticmethod
-    def _marked_model(marker: Path) -> str | None:
+    def write_rows(self, rows: Iterable[StoreRow]) -> None:
+        self._conn.execute("BEGIN")
         try:
-            return json.loads(marker.read_text(encoding="utf-8")).get("model_id")
-        except (json.JSONDecodeError, OSError, AttributeError):
-            return None  # unreadable: treat as another model, the journal is rebuilt
+            self._conn.executemany("INSERT OR REPLACE INTO products (id, content_hash, text_hash, doc, source, line)"
+                                   " VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
 
-    def clear(self) -> None:
-        for file in self.path.glob("*"):
-            file.unlink()
-
-    def load(self) -> dict[str, np.ndarray]:
-        vectors: dict[str, np.ndarray] = {}
-        for file in sorted(self.path.glob("batch-*.npz")):
+    def copy_from(self, other: ProductStore, *, skip_text_hashes: Iterable[str] = ()) -> None:
+        """Copy every row of `other` here (a row with the same id is replaced), inside SQLite and unparsed;
+        rows whose text hash is in `skip_text_hashes` are left out."""
+        self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS skip_text (text_hash TEXT PRIMARY KEY)")
+        self._conn.execute("DELETE FROM skip_text")
+        self._conn.executemany("INSERT OR IGNORE INTO skip_text VALUES (?)", ((t,) for t in skip_text_hashes))
+        with self._attached(other, "source_store"):
+            self._conn.execute("BEGIN")
             try:
-                with np.load(file) as data:
-                    for key, vector in zip(data["keys"].tolist(), data["vectors"], strict=True):
-                        vectors[str(key)] = vector
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-                file.unlink(missing_ok=True)  # unreadable leftovers are simply embedded again
-        return vectors
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO products (id, content_hash, text_hash, doc, source, line)"
+                    " SELECT id, content_hash, text_hash, doc, source, line FROM source_store.products"
+                    " WHERE text_hash NOT IN (SELECT text_hash FROM skip_text)")
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
 
-    def append(self, batch_id: str, keys: Sequence[str], vectors: np.ndarray) -> None:
-        target = self.path / f"batch-{batch_id}.npz"
-        tmp = self.path / f".batch-{batch_id}.tmp"  # never matched by load()'s glob
-        with tmp.open("wb") as handle:
-            np.savez(handle, keys=np.array(list(keys)), vectors=vectors.astype(np.float32))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
+    def iter_keys(self, batch: int = 50_000) -> Iterator[list[tuple[str, str]]]:
+        """(id, text hash) of every product, `batch` at a time."""
+        cursor = self._conn.execute("SELECT id, text_hash FROM products")
+        while rows := cursor.fetchmany(batch):
+            yield rows
+
+    def rows_with_text(self, text_hashes: Iterable[str]) -> list[StoreRow]:
+        """Raw rows whose text hash is one of `text_hashes` (a short list: failed embeddings)."""
+        wanted = list(dict.fromkeys(text_hashes))
+        out: list[StoreRow] = []
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            out.extend(self._conn.execute(
+                "SELECT id, content_hash, text_hash, doc, source, line FROM products"
+                f" WHERE text_hash IN ({marks})", chunk))
+        return out
+
+    def compare(self, old: ProductStore) -> dict[str, int]:
+        """Counts of this store's products against `old`: added, updated, unchanged, and `missing` (in
+        `old` only), computed by SQLite without loading either store."""
+        with self._attached(old, "old"):
+            added, unchanged = self._conn.execute(
+                "SELECT SUM(o.id IS NULL), SUM(o.content_hash = p.content_hash) FROM products p"
+                " LEFT JOIN old.products o ON o.id = p.id").fetchone()
+            missing = self._conn.execute(
+                "SELECT COUNT(*) FROM old.products o WHERE NOT EXISTS"
+                " (SELECT 1 FROM products p WHERE p.id = o.id)").fetchone()[0]
+        total = self.count()
+        added, unchanged = int(added or 0), int(unchanged or 0)
+        return {"added": added, "unchanged": unchanged, "updated": total - added - unchanged,
+                "missing": int(missing)}
+
+    def text_hash_keys(self, *, not_in: ProductStore | None = None) -> np.ndarray:
+        """The distinct text hashes (`S32`, sorted) of the products here, or of those whose id `not_in`
+        lacks."""
+        query = "SELECT DISTINCT text_hash FROM products"
+        if not_in is None:
+            return _keys(self._conn.execute(query))
+        with self._attached(not_in, "other"):
+            return _keys(self._conn.execute(
+                "SELECT DISTINCT text_hash FROM products p WHERE NOT EXISTS"
+                " (SELECT 1 FROM other.products o WHERE o.id = p.id)"))
+
+    def iter_text_rows(self, batch: int = 1000) -> Iterator[list[tuple[int, str, str]]]:
+        """(rowid, text hash, JSON doc), in storage order, `batch` at a time."""
+        cursor = self._conn.execute("SELECT rowid, text_hash, doc FROM products")
+        while rows := cursor.fetchmany(batch):
+            yield rows
+
+    def docs_by_rowid(self, rowids: Sequence[int]) -> dict[int, Product]:
+        out: dict[int, Product] = {}
+        for start in range(0, len(rowids), 900):
+            chunk = [int(r) for r in rowids[start : start + 900]]
+            marks = ",".join("?" * len(chunk))
+            for rowid, doc in self._conn.execute(f"SELECT rowid, doc FROM products WHERE rowid IN ({marks})", chunk):
+                out[rowid] = Product.from_dict(json.loads(doc))
+        return out
+
+    def rows_of(self, ids: Sequence[str]) -> list[StoreRow]:
+        """Raw rows of the given ids that are here."""
+        out: list[StoreRow] = []
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 900):
+            chunk = unique[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            out.extend(self._conn.execute(
+                "SELECT id, content_hash, text_hash, doc, source, line FROM products"
+                f" WHERE id IN ({marks})", chunk))
+        return out
+
+    def hashes_of(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """id -> (content hash, text hash) for the given ids that are here."""
+        out: dict[str, tuple[str, str]] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 900):
+            chunk = unique[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            for pid, c, t in self._conn.execute(
+                    f"SELECT id, content_hash, text_hash FROM products WHERE id IN ({marks})", chunk):
+                out[pid] = (c, t)
+        return out
+
+    def _attached(self, other: ProductStore, alias: str) -> _Attached:
+        return _Attached(self._conn, other.path, alias)
+
+
+class _Attached:
+    """`ATTACH` another store's file to this connection for one SQL-side join (read only)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, alias: str) -> None:
+        self.conn, self.path, self.alias = conn, path, alias
+
+    def __enter__(self) -> None:
+        self.conn.execute(f"ATTACH DATABASE ? AS {self.alias}", (str(self.path),))
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.execute(f"DETACH DATABASE {self.alias}")
+
+
+def _keys(cursor: sqlite3.Cursor) -> np.ndarray:
+    keys = np.array([row[0].encode("ascii") for row in cursor], dtype="S32")
+    keys.sort()
+    return keys

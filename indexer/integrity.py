@@ -96,14 +96,25 @@ def row_digests(ids: Sequence[str], vectors: np.ndarray) -> np.ndarray:
                        count=len(ids))
 
 
-def seal(version_dir: Path) -> dict[str, dict[str, Any]]:
-    """Write the vector row digests of a freshly built version and return its file checksums."""
+def seal(version_dir: Path, chunk: int = 50_000) -> dict[str, dict[str, Any]]:
+    """Write the vector row digests of a freshly built version and return its file checksums. The vectors
+    are read `chunk` rows at a time (a million of them are 1.5 GB), never loaded whole."""
     ids = json.loads((version_dir / "vectors" / "ids.json").read_text(encoding="utf-8"))
-    vectors = np.load(version_dir / "vectors" / "vectors.npy", allow_pickle=False)
+    path = version_dir / "vectors" / "vectors.npy"
+    mapped = np.load(path, mmap_mode="r", allow_pickle=False)  # only the header is read
+    offset, dim = int(mapped.offset), int(mapped.shape[1])
+    del mapped
+    digests = np.empty(len(ids), dtype=np.uint64)
+    with path.open("rb") as source:
+        source.seek(offset)
+        for start in range(0, len(ids), chunk):
+            n = min(chunk, len(ids) - start)
+            rows = np.fromfile(source, dtype=np.float32, count=n * dim).reshape(n, dim)
+            digests[start:start + n] = row_digests(ids[start:start + n], rows)
     target = version_dir / DIGESTS
     tmp = target.with_name(target.name + ".tmp")
     with tmp.open("wb") as handle:
-        np.save(handle, row_digests(ids, vectors))
+        np.save(handle, digests)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, target)

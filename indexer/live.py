@@ -71,16 +71,29 @@ class LiveVersion:
         """Whether the live vectors were made by this model (else every text is embedded again)."""
         return self.manifest is not None and self.manifest.model_id == model_id
 
+    def damaged_vectors(self, store_order: list[str]) -> set[str] | None:
+        """Ids whose live vector fails its integrity check (said in `warnings`); None when the vectors cannot
+        be read at all. For a run that reuses live vectors by text hash from their files (`VersionVectors`),
+        so only the damaged ids are kept, not the vectors."""
+        if self.manifest is None or self.check is None:
+            return set()
+        state = self.check.vectors(store_order)
+        self._warn_vectors(state.readable, state.problem, state.damaged)
+        return state.damaged if state.readable else None
+
+    def _warn_vectors(self, readable: bool, problem: str, damaged: set[str]) -> None:
+        version = self.manifest.version if self.manifest is not None else "?"
+        if not readable:
+            self.warnings.append(f"the vectors of the live version {version} cannot be read ({problem}):"
+                                 " every product is embedded again")
+        elif damaged:
+            self.warnings.append(f"{len(damaged)} damaged vector(s) in the live version {version}"
+                                 f" (e.g. {sorted(damaged)[:3]}): embedded again, not reused")
+
     def trusted_vectors(self, model_id: str, store_order: list[str]) -> dict[str, np.ndarray]:
         """Live vectors, by product id, that pass their integrity check (none after a model change)."""
         if self.manifest is None or self.check is None or not self.reusable(model_id):
             return {}
         state = self.check.vectors(store_order)
-        version = self.manifest.version
-        if not state.readable:
-            self.warnings.append(f"the vectors of the live version {version} cannot be read ({state.problem}):"
-                                 " every product is embedded again")
-        elif state.damaged:
-            self.warnings.append(f"{len(state.damaged)} damaged vector(s) in the live version {version}"
-                                 f" (e.g. {sorted(state.damaged)[:3]}): embedded again, not reused")
+        self._warn_vectors(state.readable, state.problem, state.damaged)
         return state.trusted

@@ -2,7 +2,8 @@
 
 Layout of an index directory::
 
-    manifest.json        the current version and what it holds (model, catalog hash, counts, checksums)
+    manifest.json        the current version and what it holds (model, encoder backend, catalog hash,
+                         counts, checksums)
     versions/v000003/    one complete, immutable version: products.sqlite, lexical/, vectors/, and
                          version.json (its own manifest, what `rollback` switches back to)
     staging/             the run in progress: its embedding journal and the version being built
@@ -33,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shopfusion.backends import BackendRecord
 from shopfusion.errors import IndexNotFoundError, IndexStateError
 
 MANIFEST = "manifest.json"
@@ -64,6 +66,16 @@ class Manifest:
     format: int = FORMAT_VERSION
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Relative path -> {"sha256", "size"} of every file of the version (empty: built before checksums)."""
+    backend: str = "torch"
+    """The encoder backend that built the vectors (`torch`, `onnx`, `onnx-int8`; `hash` for tests)."""
+    backend_id: str = "torch"
+    """The backend with the checksum of its exported graph (`onnx-int8@<sha256[:12]>`)."""
+    backend_agreement: dict[str, float] = field(default_factory=dict)
+    """The backend's measured drift from torch fp32 on the probe texts (`shopfusion.backends`)."""
+
+    @property
+    def backend_record(self) -> BackendRecord:
+        return BackendRecord(self.backend, self.backend_id, dict(self.backend_agreement))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +93,8 @@ class Manifest:
         check_version_name(data.get("version"))
         kinds: dict[str, type | tuple[type, ...]] = {
             "model": str, "model_id": str, "dim": int, "lexical": dict, "vector": dict, "counts": dict,
-            "catalogs": list, "created": (int, float), "files": dict}
+            "catalogs": list, "created": (int, float), "files": dict, "backend": str, "backend_id": str,
+            "backend_agreement": dict}
         for name, kind in kinds.items():
             if name in data and (not isinstance(data[name], kind) or isinstance(data[name], bool)):
                 raise IndexStateError(f"the manifest's `{name}` has the wrong type ({type(data[name]).__name__})")

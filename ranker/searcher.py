@@ -106,7 +106,7 @@ class HybridSearcher:
         except IndexStateError:
             self.close()
             raise
-        self.encoder: Encoder = load_encoder(self.manifest.model, self.settings.index.device)
+        self.encoder: Encoder = query_encoder(self.manifest, self.settings)
         self.policy = policy or load_policy(self.settings, EncoderRef(self.manifest.model_id, self.manifest.dim))
         self._stage: RankingStage | None = None
         self._rankers: dict[str, tuple[LearnedRanker, list[str]]] = {}
@@ -373,6 +373,19 @@ class _Learned:
     fused: list[Fused]
     contributions: Mapping[str, tuple[FeatureContribution, ...]]
     warnings: list[str]
+
+
+def query_encoder(manifest: Manifest, settings: Settings) -> Encoder:
+    """The query encoder for an index: its own backend under `auto`, another one only within the measured
+    tolerance (`shopfusion.backends.check_mix` raises otherwise)."""
+    from shopfusion.backends import check_mix, choose_backend
+
+    index = settings.index
+    backend = choose_backend(index.backend, manifest.model, index.device, min_cosine=index.backend_min_cosine,
+                             index_backend=manifest.backend)
+    encoder = load_encoder(manifest.model, index.device, backend)
+    check_mix(manifest.backend_record, encoder, min_cosine=index.backend_min_cosine)
+    return encoder
 
 
 def _ranked(scores: dict[str, float]) -> list[LegHit]:

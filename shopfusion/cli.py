@@ -22,6 +22,9 @@ INDEX_OPTION = click.option(
     "--index", "index_dir", required=True, envvar="SHOPFUSION_INDEX", type=click.Path(file_okay=False),
     help="Index directory (env SHOPFUSION_INDEX).")
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+BACKEND_OPTION = click.option(
+    "--backend", type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]),
+    help="Encoder backend (default: index.backend): torch, ONNX Runtime fp32 or int8, or auto.")
 
 
 class LazyGroup(click.Group):
@@ -124,12 +127,16 @@ def _emit(as_json: bool, data: Any, text: str) -> None:
 @click.option("--executor", type=click.Choice(["local", "celery"]), help="Where embeddings are computed.")
 @click.option("--lexical", type=click.Choice(["tantivy", "elasticsearch"]), help="Lexical engine.")
 @click.option("--vector-index", type=click.Choice(["auto", "flat", "hnsw", "ivf"]), help="FAISS index kind.")
+@BACKEND_OPTION
+@click.option("--vectors", type=click.Path(exists=True, file_okay=False),
+              help="Precomputed vectors (`shopfusion embed`): texts found there are not embedded again.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
 @JSON_OPTION
 @click.pass_context
 def index(ctx: click.Context, catalog: str, index_dir: str, rejects: str | None, max_rejects: int | None,
           replace: bool, allow_shrink: bool, fmt: str | None, model: str | None, executor: str | None,
-          lexical: str | None, vector_index: str | None, progress: bool | None, as_json: bool) -> None:
+          lexical: str | None, vector_index: str | None, backend: str | None, vectors: str | None,
+          progress: bool | None, as_json: bool) -> None:
     """Index CATALOG (JSONL, CSV or Parquet) into both the BM25 and the vector index.
 
     Re-running is incremental (unchanged products are not re-embedded) and an interrupted run resumes
@@ -141,11 +148,11 @@ def index(ctx: click.Context, catalog: str, index_dir: str, rejects: str | None,
     from shopfusion.client import Client
 
     settings = _run(lambda: _settings(ctx, index=dict(model=model, executor=executor, lexical=lexical,
-                                                      vector_index=vector_index)))
+                                                      vector_index=vector_index, backend=backend)))
     show = sys.stderr.isatty() if progress is None else progress
     summary = _run(lambda: Client(index_dir, settings=settings).index(
         catalog, rejects=rejects, max_rejects=max_rejects, replace=replace, fmt=fmt, progress=show,
-        allow_shrink=allow_shrink))
+        allow_shrink=allow_shrink, vectors=vectors))
     _emit(as_json, summary.to_dict(), format_summary(summary, catalog, index_dir))
     _exit_on_embedding_failures(summary)
 
@@ -157,7 +164,8 @@ def format_summary(s: Any, catalog: str, index_dir: str) -> str:
             + f" duplicates {s.duplicates}, rejected {s.rejected}"
             + (f", not embedded {s.embedding_failed}" if s.embedding_failed else "")
             + (f", deleted {s.deleted}" if s.deleted else "")
-            + f"\n  embedded {s.embedded} texts (reused {s.reused_vectors}, resumed {s.resumed_vectors});"
+            + f"\n  embedded {s.embedded} texts with {s.backend} (reused {s.reused_vectors}, resumed"
+            f" {s.resumed_vectors}, precomputed {s.precomputed_vectors});"
             f" {s.total} products in the index")
     if s.rejected:
         text += f"\n  rejects written to {s.rejects_file}"
@@ -177,6 +185,38 @@ def _exit_on_embedding_failures(summary: Any) -> None:
                                " the rest was published: run the same command again to retry them")
         click.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
+
+
+# -- embed ------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("catalog", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Vector file directory.")
+@click.option("--max-texts", type=click.IntRange(min=0), help="Stop after embedding N texts (run again to go on).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]),
+              help="Catalog format (default: from the file name).")
+@click.option("--model", help="Encoder: `default` (packaged all-MiniLM-L6-v2) or a local model directory.")
+@BACKEND_OPTION
+@click.option("--executor", type=click.Choice(["local", "celery"]), help="Where embeddings are computed.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@JSON_OPTION
+@click.pass_context
+def embed(ctx: click.Context, catalog: str, out: str, max_texts: int | None, fmt: str | None, model: str | None,
+          backend: str | None, executor: str | None, progress: bool | None, as_json: bool) -> None:
+    """Embed CATALOG's texts into a vector file ahead of indexing (`index --vectors OUT`).
+
+    Resumable: texts already in OUT are skipped, so a large catalog can be embedded in several runs
+    (--max-texts). The file records the model and backend; an index built with others refuses it.
+    """
+    from indexer.precompute import embed_catalog
+
+    settings = _run(lambda: _settings(ctx, index=dict(model=model, backend=backend, executor=executor)))
+    show = sys.stderr.isatty() if progress is None else progress
+    summary = _run(lambda: embed_catalog(catalog, out, settings=settings, fmt=fmt, max_texts=max_texts,  # type: ignore[arg-type]
+                                         progress=show))
+    s = summary
+    _emit(as_json, s.to_dict(), f"embedded {s.embedded} texts with {s.backend} in {s.seconds:.1f}s"
+          f" ({s.texts_per_second} texts/s); {s.already} were already in {out}, {s.remaining} remain,"
+          f" {s.failed} failed")
 
 
 # -- search -----------------------------------------------------------------------------------------

@@ -60,13 +60,15 @@ class Client:
 
     def index(self, catalog: str | os.PathLike[str], *, rejects: str | os.PathLike[str] | None = None,
               max_rejects: int | None = None, replace: bool = False, fmt: str | None = None,
-              executor: Executor | None = None, progress: bool = False, allow_shrink: bool = False) -> IndexSummary:
-        """Index a catalog (JSONL, CSV or Parquet); see `indexer.pipeline.run_index`."""
+              executor: Executor | None = None, progress: bool = False, allow_shrink: bool = False,
+              vectors: str | os.PathLike[str] | None = None) -> IndexSummary:
+        """Index a catalog (JSONL, CSV or Parquet); see `indexer.pipeline.run_index`. `vectors`: a file of
+        precomputed vectors (`shopfusion embed`) whose texts are not embedded again."""
         from indexer.pipeline import run_index
 
         summary = run_index(catalog, self.index_dir, settings=self.settings, rejects=rejects,
                             max_rejects=max_rejects, replace=replace, fmt=fmt, executor=executor,  # type: ignore[arg-type]
-                            progress=progress, allow_shrink=allow_shrink)
+                            progress=progress, allow_shrink=allow_shrink, vectors=vectors)
         self.close()  # the next search opens the new version
         return summary
 

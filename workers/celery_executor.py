@@ -126,11 +126,11 @@ class CeleryExecutor:
             self._app = app
         return self._app
 
-    def map(self, model: str, batches: Iterable[EmbedBatch]) -> Iterator[EmbedResult]:
-        """Embed every batch with `model` on the workers; yield results as they finish."""
+    def map(self, model: str, batches: Iterable[EmbedBatch], *, backend: str = "torch") -> Iterator[EmbedResult]:
+        """Embed every batch with `model` run by `backend` on the workers; yield results as they finish."""
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         self._check_connections()
-        expected_model = _local_model_id(model, self.device)
+        expected_model = _local_identity(model, self.device, backend)
         in_flight: dict[str, EmbedBatch] = {}  # task id -> batch
         resends: dict[str, int] = {}
         self._outage = Outage(self.outage_timeout)
@@ -151,7 +151,7 @@ class CeleryExecutor:
                             f"batch id {batch.batch_id!r} appears twice: batch ids must be unique"
                         )
                     seen.add(batch.batch_id)
-                    in_flight[self._send(model, batch)] = batch
+                    in_flight[self._send(model, batch, backend)] = batch
                 if not in_flight:
                     return
                 states = self._poll(list(in_flight))
@@ -173,7 +173,7 @@ class CeleryExecutor:
                 for task_id, why in redelivery.stalled(pending, self._queue_size, self._live_workers).items():
                     batch = in_flight.pop(task_id)
                     logger.warning("batch %s: %s; sending it again", batch.batch_id, why)
-                    in_flight[self._send(model, batch)] = batch
+                    in_flight[self._send(model, batch, backend)] = batch
                 if finished:
                     watch.progressed()
                 else:
@@ -190,7 +190,7 @@ class CeleryExecutor:
 
     # -- dispatch -------------------------------------------------------------------------------------
 
-    def _send(self, model: str, batch: EmbedBatch) -> str:
+    def _send(self, model: str, batch: EmbedBatch, backend: str = "torch") -> str:
         task_id = str(uuid.uuid4())
         kwargs = {
             "model": model,
@@ -200,6 +200,7 @@ class CeleryExecutor:
             "texts": list(batch.texts),
             "device": self.device,
             "encode_batch_size": self.encode_batch_size,
+            "backend": backend,
         }
         while True:
             started = time.monotonic()
@@ -254,7 +255,8 @@ class CeleryExecutor:
                 out[task_id] = backend.decode_result(value) if value else None
         return out
 
-    def _result(self, batch: EmbedBatch, meta: dict[str, Any], expected_model: str | None) -> EmbedResult:
+    def _result(self, batch: EmbedBatch, meta: dict[str, Any],
+                expected_model: tuple[str, str] | None) -> EmbedResult:
         status = meta.get("status")
         if status != "SUCCESS" and transient(meta):
             rescued = self._rescue(batch, expected_model, meta)
@@ -270,11 +272,19 @@ class CeleryExecutor:
             )
         summary = meta.get("result") or {}
         worker_model = summary.get("model_id") if isinstance(summary, dict) else None
-        if expected_model and worker_model and worker_model != expected_model:
+        worker_backend = summary.get("backend_id", "torch") if isinstance(summary, dict) else None
+        if expected_model and worker_model and worker_model != expected_model[0]:
             return self._failed(
                 batch,
                 f"batch {batch.batch_id!r} was encoded with {worker_model} on a worker but this run uses "
-                f"{expected_model}: install the same model on every worker",
+                f"{expected_model[0]}: install the same model on every worker",
+            )
+        if expected_model and worker_model and worker_backend != expected_model[1]:
+            return self._failed(
+                batch,
+                f"batch {batch.batch_id!r} was encoded by the {worker_backend} backend on a worker but this run"
+                f" uses {expected_model[1]}: install the same shopfusion, torch and onnxruntime versions on"
+                " every worker (an ONNX export is identified by its checksum)",
             )
         try:
             keys, vectors = read_shard(self.shard_dir, batch.batch_id)
@@ -290,10 +300,11 @@ class CeleryExecutor:
             remove_shard(self.shard_dir, batch.batch_id)
         return EmbedResult(batch.batch_id, batch.keys, vectors)
 
-    def _rescue(self, batch: EmbedBatch, expected_model: str | None, meta: dict[str, Any]) -> EmbedResult | None:
+    def _rescue(self, batch: EmbedBatch, expected_model: tuple[str, str] | None,
+                meta: dict[str, Any]) -> EmbedResult | None:
         """The batch's shard, when its worker wrote it but then could not store the task's result (the
         broker went away between the two): the vectors are there, written atomically, under this
-        batch's keys and by the expected model."""
+        batch's keys and by the expected model and backend."""
         try:
             keys, vectors = read_shard(self.shard_dir, batch.batch_id)
         except (OSError, ValueError):
@@ -498,9 +509,11 @@ def _use_polling_backend(app: Any) -> None:
     app.backend_cls = PollingBackend
 
 
-def _local_model_id(model: str, device: str) -> str | None:
-    """The model identity this process sees, to check the workers use the same; None when unknown here."""
+def _local_identity(model: str, device: str, backend: str = "torch") -> tuple[str, str] | None:
+    """(model id, backend id) as this process sees them, to check the workers use the same; None when the
+    model is unknown here."""
     try:
-        return load_encoder(model, device).model_id
+        encoder = load_encoder(model, device, backend)
+        return encoder.model_id, encoder.backend_id
     except Exception:  # the model may exist on the workers only
         return None

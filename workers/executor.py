@@ -46,8 +46,9 @@ class EmbedResult:
 class Executor(Protocol):
     name: str
 
-    def map(self, model: str, batches: Iterable[EmbedBatch]) -> Iterator[EmbedResult]:
-        """Embed every batch with `model` (a model spec, see `load_encoder`); yield results as they finish."""
+    def map(self, model: str, batches: Iterable[EmbedBatch], *, backend: str = "torch") -> Iterator[EmbedResult]:
+        """Embed every batch with `model` (a model spec, see `load_encoder`) run by `backend` (`torch`,
+        `onnx`, `onnx-int8`: the concrete backend the index asks for); yield results as they finish."""
         ...
 
     def close(self) -> None: ...
@@ -62,8 +63,8 @@ class LocalExecutor:
         self.device = device
         self.encode_batch_size = encode_batch_size
 
-    def map(self, model: str, batches: Iterable[EmbedBatch]) -> Iterator[EmbedResult]:
-        encoder = load_encoder(model, self.device)
+    def map(self, model: str, batches: Iterable[EmbedBatch], *, backend: str = "torch") -> Iterator[EmbedResult]:
+        encoder = load_encoder(model, self.device, backend)
         for batch in batches:
             try:
                 vectors = encoder.encode(list(batch.texts), batch_size=self.encode_batch_size)

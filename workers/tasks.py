@@ -61,13 +61,15 @@ def shard_paths(shard_dir: str | os.PathLike[str], batch_id: str) -> tuple[Path,
 
 def write_shard(
     shard_dir: str | os.PathLike[str], batch_id: str, keys: Sequence[str], vectors: np.ndarray,
-    model_id: str | None = None,
+    model_id: str | None = None, backend_id: str = "torch",
 ) -> Path:
     """Write a batch's vectors and keys atomically (temp file + `os.replace`); returns the vectors path.
-    The keys file names the model too, so a shard can be trusted even when its task's result was lost."""
+    The keys file names the model and encoder backend too, so a shard can be trusted even when its task's
+    result was lost."""
     vectors_path, keys_path = shard_paths(shard_dir, batch_id)
     vectors_path.parent.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps({"batch_id": batch_id, "keys": list(keys), "model_id": model_id}).encode("utf-8")
+    payload = json.dumps({"batch_id": batch_id, "keys": list(keys), "model_id": model_id,
+                          "backend_id": backend_id}).encode("utf-8")
     _atomic_write(keys_path, lambda handle: handle.write(payload))
     _atomic_write(
         vectors_path, lambda handle: np.save(handle, np.ascontiguousarray(vectors, dtype=np.float32))
@@ -86,14 +88,15 @@ def read_shard(shard_dir: str | os.PathLike[str], batch_id: str) -> tuple[tuple[
     return keys, vectors
 
 
-def shard_model(shard_dir: str | os.PathLike[str], batch_id: str) -> str | None:
-    """The model id a shard was written with (None when unknown or unreadable)."""
+def shard_model(shard_dir: str | os.PathLike[str], batch_id: str) -> tuple[str, str] | None:
+    """The (model id, backend id) a shard was written with (None when unknown or unreadable)."""
     try:
         meta = json.loads(shard_paths(shard_dir, batch_id)[1].read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     model = meta.get("model_id") if isinstance(meta, dict) else None
-    return model if isinstance(model, str) else None
+    backend = meta.get("backend_id", "torch") if isinstance(meta, dict) else None
+    return (model, backend) if isinstance(model, str) and isinstance(backend, str) else None
 
 
 def remove_shard(shard_dir: str | os.PathLike[str], batch_id: str) -> None:
@@ -110,8 +113,10 @@ def embed_batch(
     texts: list[str],
     device: str = "auto",
     encode_batch_size: int = 64,
+    backend: str = "torch",
 ) -> dict[str, Any]:
-    """Encode `texts` with `model` and write the shard of `batch_id`; returns a small JSON summary.
+    """Encode `texts` with `model` run by `backend` (the one the index asks for) and write the shard of
+    `batch_id`; returns a small JSON summary naming the model and backend that encoded it.
 
     Registered as a bound task by `register_tasks`; call it through the app::
 
@@ -121,17 +126,19 @@ def embed_batch(
     if len(keys) != len(texts):
         raise ConfigError(f"batch {batch_id!r} has {len(keys)} keys but {len(texts)} texts")
     _maybe_slow_down(shard_dir, batch_id, texts)
-    encoder = load_encoder(model, device)
+    encoder = load_encoder(model, device, backend)
     vectors = encoder.encode(list(texts), batch_size=encode_batch_size)
     if vectors.shape[0] != len(keys):
         raise RuntimeError(f"encoder returned {vectors.shape[0]} vectors for {len(keys)} texts")
-    path = write_shard(shard_dir, batch_id, keys, vectors, model_id=encoder.model_id)
+    path = write_shard(shard_dir, batch_id, keys, vectors, model_id=encoder.model_id,
+                       backend_id=encoder.backend_id)
     return {
         "batch_id": batch_id,
         "count": len(keys),
         "dim": int(vectors.shape[1]),
         "shard": str(path),
         "model_id": encoder.model_id,
+        "backend_id": encoder.backend_id,
     }
 
 

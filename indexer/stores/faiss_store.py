@@ -42,6 +42,11 @@ GATHER_BELOW = 0.25
 scoring every vector and masking the rest is cheaper than the copy."""
 
 
+def ivf_lists(count: int) -> int:
+    """Inverted lists of an IVF index over `count` vectors: 4 sqrt(n), with at least 39 vectors a list."""
+    return max(1, min(int(4 * np.sqrt(max(count, 1))), count // 39 or 1))
+
+
 def faiss_module() -> Any:
     import faiss
 
@@ -90,7 +95,9 @@ class FaissVectorIndex:
         try:
             meta = json.loads((self.path / "meta.json").read_text(encoding="utf-8"))
             self._ids = json.loads((self.path / "ids.json").read_text(encoding="utf-8"))
-            self._vectors = np.load(self.path / "vectors.npy", mmap_mode=None, allow_pickle=False)
+            # Mapped, not read: with an approximate index only the rows an exact (filtered) search or a
+            # re-rank touches are paged in; copy-on-write keeps `upsert` working on a loaded index.
+            self._vectors = np.load(self.path / "vectors.npy", mmap_mode="c", allow_pickle=False)
             self.kind = meta["kind"]
             self._dim = int(meta["dim"])
         except FileNotFoundError as exc:
@@ -199,7 +206,7 @@ class FaissVectorIndex:
             index = faiss.IndexHNSWFlat(self._dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = 80
         elif self.kind == "ivf":
-            nlist = max(1, min(int(4 * np.sqrt(max(len(self._ids), 1))), len(self._ids) // 39 or 1))
+            nlist = ivf_lists(len(self._ids))
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(self._dim), self._dim, nlist, faiss.METRIC_INNER_PRODUCT)
             rng = np.random.default_rng(0)
             sample = self._vectors if len(self._ids) <= IVF_TRAIN_SAMPLE else self._vectors[

@@ -48,6 +48,14 @@ class QueryBatcher:
     def dim(self) -> int:
         return self.inner.dim
 
+    @property
+    def backend(self) -> str:
+        return self.inner.backend
+
+    @property
+    def backend_id(self) -> str:
+        return self.inner.backend_id
+
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         return self.inner.encode(texts, batch_size)
 

@@ -104,6 +104,24 @@ def test_flipped_vector_bytes_are_found_and_never_reused(index: tuple[Path, Path
     assert _cli("verify", "--index", str(idx))[0] == 0
 
 
+def test_a_damaged_text_hash_map_never_gives_a_product_another_texts_vector(index: tuple[Path, Path]) -> None:
+    """Issue 12 reuses live vectors by text hash through `vectors/text_hashes.bin`; when that file fails
+    its checksum the map comes from the product store instead, so swapped rows reuse nothing wrong."""
+    catalog, idx = index
+    expected = _vectors(idx)
+    hashes_file = _version(idx) / "vectors" / "text_hashes.bin"
+    rows = np.fromfile(hashes_file, dtype="S32")
+    rows[[0, 1]] = rows[[1, 0]]
+    rows.tofile(hashes_file)
+
+    summary = run_index(catalog, idx, settings=SETTINGS)
+    assert (summary.unchanged, summary.embedded) == (120, 0) and summary.balanced
+    got = _vectors(idx)
+    for pid, vector in expected.items():
+        np.testing.assert_allclose(got[pid], vector, atol=1e-6)
+    assert _cli("verify", "--index", str(idx))[0] == 0
+
+
 def test_shuffled_id_map_is_refused_by_search_and_repaired_without_reembedding(index: tuple[Path, Path]) -> None:
     _, idx = index
     ids_file = _version(idx) / "vectors" / "ids.json"

@@ -24,22 +24,22 @@ class CountingExecutor(LocalExecutor):
         super().__init__(device="cpu")
         self.texts: list[str] = []
 
-    def map(self, model: str, batches: Iterable[EmbedBatch]) -> Iterator[EmbedResult]:
+    def map(self, model: str, batches: Iterable[EmbedBatch], *, backend: str = "torch") -> Iterator[EmbedResult]:
         batches = list(batches)
         for batch in batches:
             self.texts.extend(batch.texts)
-        return super().map(model, batches)
+        return super().map(model, batches, backend=backend)
 
 
 class FailingExecutor(LocalExecutor):
     """Fails every batch holding a text with the word `poison`."""
 
-    def map(self, model: str, batches: Iterable[EmbedBatch]) -> Iterator[EmbedResult]:
+    def map(self, model: str, batches: Iterable[EmbedBatch], *, backend: str = "torch") -> Iterator[EmbedResult]:
         for batch in batches:
             if any("poison" in t for t in batch.texts):
                 yield EmbedResult(batch.batch_id, batch.keys, None, error="RuntimeError: poisoned")
             else:
-                yield from super().map(model, [batch])
+                yield from super().map(model, [batch], backend=backend)
 
 
 def _records() -> list[dict]:

@@ -87,6 +87,14 @@ def _wait_for(condition: Callable[[], bool], failure: str, timeout: float = 90) 
     pytest.fail(failure)
 
 
+def _journaled(index_dir: Path) -> int:
+    """Rows in the run's embedding journal (`indexer.vectorfile`: keys.bin holds 32 bytes a row)."""
+    from indexer.vectorfile import KEY_BYTES, KEYS_FILE
+
+    keys = index_dir / "staging" / "journal" / KEYS_FILE
+    return keys.stat().st_size // KEY_BYTES if keys.is_file() else 0
+
+
 def _wait_for_slow_batch(shard_dir: Path) -> None:
     _wait_for(lambda: any(flag.read_text().strip() for flag in shard_dir.glob("*.slow")),
               "the slow batch never started")
@@ -123,7 +131,7 @@ def test_an_outage_past_the_timeout_fails_and_the_next_run_resumes(  # type: ign
     index_dir = tmp_path / "idx"
     run = Run(catalog, index_dir, settings)
     _wait_for_slow_batch(shard_dir)
-    _wait_for(lambda: any((index_dir / "staging" / "journal").glob("batch-*.npz")), "no batch was journaled")
+    _wait_for(lambda: _journaled(index_dir) > 0, "no batch was journaled")
     pid = int((private_redis.run_dir / "redis" / "redis.pid").read_text())
     if how == "stopped":
         private_redis.stop()

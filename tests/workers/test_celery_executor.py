@@ -237,3 +237,23 @@ def test_unreachable_broker_raises_backend_error_with_the_fix(celery_settings, t
 
 def iter_once(batches: list[EmbedBatch]) -> Iterator[EmbedBatch]:
     yield from batches
+
+
+def test_workers_encode_with_the_backend_the_index_asks_for(settings, celery_worker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("onnxruntime")
+    cache = tmp_path / "onnx-cache"
+    os.environ["SHOPFUSION_ONNX_CACHE"] = str(cache)  # this process and the worker share one export
+    try:
+        celery_worker(settings, concurrency=1, env={"SHOPFUSION_ONNX_CACHE": str(cache)})
+        batches = make_batches(2, size=6)
+        executor = CeleryExecutor(settings, tmp_path / "shards", device="cpu")
+        got = by_batch(executor.map("default", batches, backend="onnx-int8"))
+        local = by_batch(LocalExecutor(device="cpu").map("default", batches, backend="onnx-int8"))
+        assert_same(got, local, atol=1e-5)
+        torch = by_batch(LocalExecutor(device="cpu").map("default", batches))
+        for batch_id, result in got.items():
+            assert result.vectors is not None and torch[batch_id].vectors is not None
+            cosine = np.sum(result.vectors * torch[batch_id].vectors, axis=1)
+            assert cosine.min() > 0.98 and cosine.max() < 0.99999  # int8 vectors, not torch ones
+    finally:
+        os.environ.pop("SHOPFUSION_ONNX_CACHE", None)

@@ -37,6 +37,7 @@ def test_rerun_overwrites_the_shard_instead_of_adding_one(tmp_path: Path) -> Non
             "dim": 16,
             "shard": str(tmp_path / "b7.npy"),
             "model_id": "hash:16",
+            "backend_id": "hash",
         }
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b7.keys.json", "b7.npy"]  # no temp files left

@@ -1,0 +1,41 @@
+"""ProductStore bulk loading: grouped commits, nothing lost at the end, a failure leaves only what was committed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from indexer.docstore import ProductStore, StoredProduct
+from shopfusion.types import Product
+
+
+def _rows(start: int, n: int) -> list[StoredProduct]:
+    return [StoredProduct(Product(id=f"p{i}", title=f"product {i}"), f"c{i}", f"t{i}") for i in range(start, start + n)]
+
+
+def test_bulk_commits_in_groups_and_at_the_end(tmp_path: Path) -> None:
+    store = ProductStore(tmp_path / "s.sqlite")
+    reader = ProductStore(tmp_path / "s.sqlite")
+    store.begin_bulk(rows_per_commit=250)
+    for start in range(0, 1000, 100):
+        store.write_many(_rows(start, 100))
+        if start == 200:  # 300 rows written: the first group of 250+ is committed, the rest not yet
+            assert reader.count() == 300
+    store.write_many(_rows(1000, 30))
+    assert reader.count() == 900  # groups commit at 300, 600, 900 rows: 900..1029 are still open
+    store.end_bulk()
+    assert reader.count() == 1030 == store.count()
+    store.write_many(_rows(0, 5))  # outside a bulk load: its own transaction, replacing by id
+    assert reader.count() == 1030
+    store.close()
+    reader.close()
+
+
+def test_an_unfinished_bulk_load_keeps_only_committed_groups(tmp_path: Path) -> None:
+    store = ProductStore(tmp_path / "s.sqlite")
+    store.begin_bulk(rows_per_commit=100)
+    store.write_many(_rows(0, 150))  # committed (>= 100 rows)
+    store.write_many(_rows(150, 20))  # open
+    store.close()  # what a crash leaves
+    reopened = ProductStore(tmp_path / "s.sqlite")
+    assert reopened.count() == 150
+    reopened.close()
