@@ -16,10 +16,11 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
-from typing import Any, Literal
+from functools import lru_cache, wraps
+from typing import Any, Literal, TypeVar
 
 CATEGORY_SEPARATOR = " > "
 
@@ -110,6 +111,25 @@ every engine and the vector leg skip them alike (Lucene refuses terms over 32 KB
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?")
 
 
+_R = TypeVar("_R")
+_CACHED_CHARS = 256
+"""Values up to this length are memoised: a catalog repeats the same attribute names and values millions of
+times (1M products: 5M normalisations), and the cache stays bounded (entries x 256 characters)."""
+
+
+def _memoised_for_short(function: Callable[[str], _R]) -> Callable[[str], _R]:
+    """`function(text)` through an LRU cache for short texts; long ones are computed each time, so the cache
+    never holds a long description. Only for pure functions of one string."""
+    cached = lru_cache(maxsize=1 << 16)(function)
+
+    @wraps(function)
+    def call(text: str) -> _R:
+        return cached(text) if len(text) <= _CACHED_CHARS else function(text)
+
+    return call
+
+
+@_memoised_for_short
 def normalize_text(text: str) -> str:
     """The one normalisation of filter and facet values, at index time and at query time alike:
     Unicode NFKC, case folding, whitespace collapsed (`"  Dark\u00a0GREY "` -> `"dark grey"`)."""
@@ -130,6 +150,7 @@ def canonical_number(text: str) -> str | None:
     return format(number.normalize(), "f")
 
 
+@_memoised_for_short
 def normalize_value(value: str) -> str:
     """An attribute value as filters, facets and sorting see it: `normalize_text`, and plain numbers in
     canonical form, so `6`, `6.0` and `6.00` are one value everywhere."""
@@ -137,6 +158,7 @@ def normalize_value(value: str) -> str:
     return canonical_number(text) or text
 
 
+@_memoised_for_short
 def value_number(normalized: str) -> float | None:
     """The number a normalised attribute value holds, or None (numeric ranges skip such values)."""
     if canonical_number(normalized) != normalized:

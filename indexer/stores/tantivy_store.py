@@ -26,6 +26,7 @@ import os
 import shutil
 import struct
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -417,6 +418,7 @@ class TantivyLexicalIndex:
             self._writer = None
 
 
+@lru_cache(maxsize=1 << 14)  # a catalog has few attribute names, each seen millions of times
 def path_key(key: str) -> str:
     """An attribute name as a JSON path segment: `[a-z0-9]` kept, anything else written `_<hex>_`, so
     no name can contain the path separator or collide with another.
