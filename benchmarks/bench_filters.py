@@ -100,8 +100,9 @@ def queries_for(name: str, catalog: Path, n: int, seed: int = 13) -> list[str]:
 
 def ensure_index(catalog: Path, index_dir: Path, settings: Any) -> None:
     """Index `catalog` unless `index_dir` already holds exactly it (by the catalog's SHA-256)."""
-    from indexer.manifest import IndexDirectory, file_sha256
+    from indexer.manifest import IndexDirectory
     from indexer.pipeline import run_index
+    from shopfusion.artifacts import file_sha256
 
     current = IndexDirectory(index_dir).current()
     if current is not None and current.catalogs and current.catalogs[-1]["sha256"] == file_sha256(catalog) \

@@ -35,6 +35,8 @@ CACHE_KIB = 65_536
 """SQLite page cache per store (a bound, not a reservation): large enough for the id index of about a
 million products, so a bulk load does not spill dirty pages to the WAL over and over."""
 BULK_ROWS = 50_000
+ROW_COLUMNS = "id, content_hash, text_hash, doc, source, line"
+"""The columns of a raw row (`StoreRow`), in order."""
 _INSERT = ("INSERT OR REPLACE INTO products (id, content_hash, text_hash, doc, source, line)"
            " VALUES (?, ?, ?, ?, ?, ?)")
 _T = TypeVar("_T")
@@ -157,14 +159,7 @@ class ProductStore:
 
     @_translated
     def get_many(self, ids: Sequence[str]) -> dict[str, Product]:
-        out: dict[str, Product] = {}
-        unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), 900):
-            chunk = unique[start : start + 900]
-            marks = ",".join("?" * len(chunk))
-            for pid, doc in self._conn.execute(f"SELECT id, doc FROM products WHERE id IN ({marks})", chunk):
-                out[pid] = self._product(pid, doc)
-        return out
+        return {pid: self._product(pid, doc) for pid, doc in self._where_in("SELECT id, doc FROM products", "id", ids)}
 
     @_translated
     def hashes(self) -> dict[str, tuple[str, str]]:
@@ -215,7 +210,7 @@ class ProductStore:
     def iter_rows(self, batch: int = 1000) -> Iterator[list[StoreRow]]:
         """Raw rows in id order, `batch` at a time (nothing parsed: for copying between stores)."""
         cursor = self._conn.execute(
-            "SELECT id, content_hash, text_hash, doc, source, line FROM products ORDER BY id")
+            f"SELECT {ROW_COLUMNS} FROM products ORDER BY id")
         while rows := cursor.fetchmany(batch):
             yield rows
 
@@ -255,15 +250,7 @@ class ProductStore:
 
     def rows_with_text(self, text_hashes: Iterable[str]) -> list[StoreRow]:
         """Raw rows whose text hash is one of `text_hashes` (a short list: failed embeddings)."""
-        wanted = list(dict.fromkeys(text_hashes))
-        out: list[StoreRow] = []
-        for start in range(0, len(wanted), 900):
-            chunk = wanted[start : start + 900]
-            marks = ",".join("?" * len(chunk))
-            out.extend(self._conn.execute(
-                "SELECT id, content_hash, text_hash, doc, source, line FROM products"
-                f" WHERE text_hash IN ({marks})", chunk))
-        return out
+        return list(self._where_in(f"SELECT {ROW_COLUMNS} FROM products", "text_hash", text_hashes))
 
     def compare(self, old: ProductStore) -> dict[str, int]:
         """Counts of this store's products against `old`: added, updated, unchanged, and `missing` (in
@@ -298,37 +285,24 @@ class ProductStore:
             yield rows
 
     def docs_by_rowid(self, rowids: Sequence[int]) -> dict[int, Product]:
-        out: dict[int, Product] = {}
-        for start in range(0, len(rowids), 900):
-            chunk = [int(r) for r in rowids[start : start + 900]]
-            marks = ",".join("?" * len(chunk))
-            for rowid, doc in self._conn.execute(f"SELECT rowid, doc FROM products WHERE rowid IN ({marks})", chunk):
-                out[rowid] = Product.from_dict(json.loads(doc))
-        return out
+        return {rowid: Product.from_dict(json.loads(doc))
+                for rowid, doc in self._where_in("SELECT rowid, doc FROM products", "rowid", [int(r) for r in rowids])}
 
     def rows_of(self, ids: Sequence[str]) -> list[StoreRow]:
         """Raw rows of the given ids that are here."""
-        out: list[StoreRow] = []
-        unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), 900):
-            chunk = unique[start : start + 900]
-            marks = ",".join("?" * len(chunk))
-            out.extend(self._conn.execute(
-                "SELECT id, content_hash, text_hash, doc, source, line FROM products"
-                f" WHERE id IN ({marks})", chunk))
-        return out
+        return list(self._where_in(f"SELECT {ROW_COLUMNS} FROM products", "id", ids))
 
     def hashes_of(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """id -> (content hash, text hash) for the given ids that are here."""
-        out: dict[str, tuple[str, str]] = {}
-        unique = list(dict.fromkeys(ids))
+        return {pid: (c, t) for pid, c, t in self._where_in("SELECT id, content_hash, text_hash FROM products", "id", ids)}
+
+    def _where_in(self, select: str, column: str, values: Iterable[Any]) -> Iterator[Any]:
+        """Rows of `select ... WHERE column IN values`, for any number of distinct values (SQLite allows
+        999 parameters per statement, so they go 900 at a time)."""
+        unique = list(dict.fromkeys(values))
         for start in range(0, len(unique), 900):
             chunk = unique[start : start + 900]
-            marks = ",".join("?" * len(chunk))
-            for pid, c, t in self._conn.execute(
-                    f"SELECT id, content_hash, text_hash FROM products WHERE id IN ({marks})", chunk):
-                out[pid] = (c, t)
-        return out
+            yield from self._conn.execute(f"{select} WHERE {column} IN ({','.join('?' * len(chunk))})", chunk)
 
     def _attached(self, other: ProductStore, alias: str) -> _Attached:
         return _Attached(self._conn, other.path, alias)

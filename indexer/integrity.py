@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 
 from indexer.docstore import ProductStore
-from indexer.manifest import VERSION_FILE, Manifest, file_sha256
+from indexer.manifest import VERSION_FILE, Manifest
 from indexer.stores.faiss_store import FaissVectorIndex
+from shopfusion.artifacts import file_sha256
 from shopfusion.errors import IndexStateError
 
 DIGESTS = "vectors/digests.npy"

@@ -57,13 +57,14 @@ from indexer.attributes import CATALOG_FILE, CatalogBuilder
 from indexer.docstore import ProductStore, StoredProduct, StoreRow
 from indexer.integrity import seal
 from indexer.live import LiveVersion
-from indexer.manifest import IndexDirectory, Manifest, file_sha256
+from indexer.manifest import IndexDirectory, Manifest
 from indexer.readers import CatalogFormat, detect_format, read_catalog
 from indexer.stores import open_lexical
 from indexer.stores.faiss_builder import TEXT_HASHES, VectorIndexBuilder
 from indexer.stores.faiss_store import VectorKind
 from indexer.validation import validate
 from indexer.vectorfile import EmbeddingJournal, VectorFile, VectorLookup, VersionVectors, pack_keys
+from shopfusion.artifacts import file_sha256
 from shopfusion.backends import BackendRecord, choose_backend
 from shopfusion.config import Settings
 from shopfusion.encoders import Encoder, load_encoder

@@ -24,11 +24,12 @@ from typing import Any
 
 from indexer.docstore import ProductStore
 from indexer.integrity import STORE, VersionCheck
-from indexer.manifest import IndexDirectory, Manifest, file_sha256
+from indexer.manifest import IndexDirectory, Manifest
 from indexer.pipeline import IndexSummary, _IndexRun, _Progress
 from indexer.readers import read_catalog
 from indexer.validation import validate
 from indexer.verify import VerifyReport, verify_index
+from shopfusion.artifacts import file_sha256
 from shopfusion.config import Settings
 from shopfusion.errors import IndexStateError, ShopfusionError
 from shopfusion.types import Product

@@ -195,6 +195,20 @@ def check_encoder(card: ModelCard, index_encoder: EncoderRef, *, what: str, stri
     return message
 
 
+def update_with_file(digest: Any, path: Path) -> None:
+    """Feed `path`'s bytes to a hashlib `digest`, a megabyte at a time (model weights, vector files)."""
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of one file's bytes, streamed."""
+    digest = hashlib.sha256()
+    update_with_file(digest, path)
+    return digest.hexdigest()
+
+
 def directory_hash(directory: str | os.PathLike[str], *, skip: tuple[str, ...] = (CARD_FILE, "README.md")) -> str:
     """A content hash of every file of an artifact (relative names and bytes), 12 hex digits. Cards and
     READMEs are left out: they describe the weights, they are not the weights."""
@@ -205,7 +219,5 @@ def directory_hash(directory: str | os.PathLike[str], *, skip: tuple[str, ...] =
         if relative.name in skip or relative.parts[0] in {"onnx", "checkpoints"}:
             continue
         digest.update(str(relative).encode("utf-8") + b"\0")
-        with file.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+        update_with_file(digest, file)
     return digest.hexdigest()[:12]

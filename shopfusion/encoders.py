@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from shopfusion.artifacts import update_with_file
 from shopfusion.errors import ConfigError, MissingDependencyError
 
 DEFAULT_MODEL = "default"
@@ -301,9 +302,7 @@ def content_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     for file, relative, _, _ in files:
         digest.update(str(relative).encode() + b"\0")
-        with file.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+        update_with_file(digest, file)
     _HASHES[key] = digest.hexdigest()
     return _HASHES[key]
 

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from shopfusion.artifacts import file_sha256
 from shopfusion.errors import ConfigError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -189,7 +190,7 @@ def _export_fp32(model_dir: Path, target: Path, source: str) -> dict[str, Any]:
         "max_seq_length": max_len, "lower_case": lower_case, "inputs": inputs, "opset": OPSET,
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "fp32_graph": graph, "variants": {},
     }
-    entry: dict[str, Any] = {"sha256": _sha256(target / FILES["fp32"]), "recipe": None}
+    entry: dict[str, Any] = {"sha256": file_sha256(target / FILES["fp32"]), "recipe": None}
     info["variants"]["fp32"] = entry
     entry["agreement"] = _agreement(model, target / FILES["fp32"], target, info)
     _write_info(target, info)
@@ -251,7 +252,7 @@ def _make_variant(model_dir: Path, target: Path, info: dict[str, Any], variant: 
     tmp = target / "model-int8.onnx.tmp"
     quantize(target, tmp, recipe, model)
     os.replace(tmp, out)
-    entry: dict[str, Any] = {"sha256": _sha256(out), "recipe": recipe.to_dict()}
+    entry: dict[str, Any] = {"sha256": file_sha256(out), "recipe": recipe.to_dict()}
     entry["agreement"] = _agreement(model, out, target, info)
     info["variants"]["int8"] = entry
     _write_info(target, info)
@@ -307,16 +308,6 @@ def _write_info(target: Path, info: dict[str, Any]) -> None:
     tmp = target / "export.json.tmp"
     tmp.write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, target / "export.json")
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager

@@ -35,7 +35,14 @@ from typing import Any
 import numpy as np
 
 from indexer.stores.columns import ProductColumns
-from indexer.stores.faiss_store import IVF_TRAIN_SAMPLE, FaissVectorIndex, VectorKind, faiss_module, ivf_lists
+from indexer.stores.faiss_store import (
+    IVF_TRAIN_SAMPLE,
+    FaissVectorIndex,
+    VectorKind,
+    _atomic_write,
+    faiss_module,
+    ivf_lists,
+)
 from shopfusion.errors import IndexStateError
 from shopfusion.types import Product
 
@@ -96,9 +103,9 @@ class VectorIndexBuilder:
             handle.close()
         os.replace(self.path / "vectors.npy.tmp", self.path / "vectors.npy")
         meta = {"kind": self.kind, "dim": self.dim, "count": count}
-        self._columns.save(self.path, _write)
-        _write(self.path / "ids.json", json.dumps(self._ids).encode())
-        _write(self.path / "meta.json", json.dumps(meta).encode())
+        self._columns.save(self.path, _atomic_write)
+        _atomic_write(self.path / "ids.json", json.dumps(self._ids).encode())
+        _atomic_write(self.path / "meta.json", json.dumps(meta).encode())
         self.seconds["write"] = round(time.perf_counter() - started, 3)
         started = time.perf_counter()
         if self.kind in ("hnsw", "ivf") and count:
@@ -181,11 +188,3 @@ def _npy_header(count: int, dim: int, length: int | None = None) -> bytes:
         raise IndexStateError("vector file header does not fit")  # pragma: no cover - count only shrinks
     return prefix + len(padded).to_bytes(2, "little") + padded.encode("latin1")
 
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
