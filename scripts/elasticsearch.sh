@@ -32,6 +32,8 @@
 #                            from SHOPFUSION_ES_PASSWORD (default `changeme-test`); use its own run dir
 #   SHOPFUSION_ES_TIMEOUT    seconds to wait for yellow health (default 120)
 set -euo pipefail
+# runuser and useradd live in sbin, which a minimal PATH (env -i, cron, some CI runners) leaves out.
+export PATH="$PATH:/usr/sbin:/sbin"
 
 ES_VERSION="${SHOPFUSION_ES_VERSION:-8.19.21}"
 ARTIFACT="org.elasticsearch.distribution.integ-test-zip:elasticsearch:${ES_VERSION}:zip"
