@@ -46,7 +46,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -60,6 +60,7 @@ from indexer.live import LiveVersion
 from indexer.manifest import IndexDirectory, Manifest
 from indexer.readers import CatalogFormat, detect_format, read_catalog
 from indexer.stores import open_lexical
+from indexer.stores.ann_tuning import AUTO_APPROXIMATE, SearchWidth, configured_width, tuning_from
 from indexer.stores.faiss_builder import TEXT_HASHES, VectorIndexBuilder
 from indexer.stores.faiss_store import VectorKind
 from indexer.validation import validate
@@ -119,6 +120,8 @@ class IndexSummary:
     """The encoder backend the vectors of this version come from (`torch`, `onnx`, `onnx-int8`)."""
     phases: dict[str, float] = field(default_factory=dict)
     """Seconds per phase, in order: read, plan, embed, store, lexical, vectors, publish."""
+    vector_index: dict[str, Any] = field(default_factory=dict)
+    """The vector index kind and its search width (`SearchWidth.to_dict`: tuned, configured or default)."""
 
     @property
     def balanced(self) -> bool:
@@ -421,10 +424,12 @@ class _IndexRun:
             started = time.perf_counter()
             lexical = open_lexical(self.settings, build, version, self.directory.namespace, create=True)
             self._add_time("lexical", time.perf_counter() - started)
+            tuning = tuning_from(self.settings, kind)
             builder = VectorIndexBuilder(build / "vectors", dim=self.encoder.dim, kind=kind, expected=count,
                                          hnsw_m=self.settings.index.hnsw_m,
                                          ef_search=self.settings.index.hnsw_ef_search,
-                                         nprobe=self.settings.index.ivf_nprobe)
+                                         nprobe=self.settings.index.ivf_nprobe, tuning=tuning,
+                                         encode_queries=self.encoder.encode if tuning else None)
             lexical_failed: dict[str, str] = {}
             attributes = CatalogBuilder()
             loop_started = time.perf_counter()
@@ -462,6 +467,8 @@ class _IndexRun:
                 lexical.commit()
             with self._phase("vectors"):
                 vectors = builder.commit()
+            width = builder.width if tuning else configured_width(self.settings, kind)
+            self._record_width(width, builder.seconds)
         finally:
             if builder is not None:
                 builder.abort()
@@ -482,7 +489,7 @@ class _IndexRun:
             model_id=self.encoder.model_id,
             dim=self.encoder.dim,
             lexical=self._lexical_info(version),
-            vector={"kind": kind, "hnsw_m": self.settings.index.hnsw_m},
+            vector={"kind": kind, "hnsw_m": self.settings.index.hnsw_m, "search": self.summary.vector_index},
             counts={"products": total, "lexical": lexical.count(), "vectors": vectors.count()},
             catalogs=self._catalogs(),
             files=files,
@@ -575,8 +582,20 @@ class _IndexRun:
     def _vector_kind(self, count: int) -> VectorKind:
         kind = self.settings.index.vector_index
         if kind == "auto":
-            return "hnsw" if count > self.settings.index.hnsw_threshold else "flat"
+            return AUTO_APPROXIMATE if count > self.settings.index.hnsw_threshold else "flat"
         return kind
+
+    def _record_width(self, width: SearchWidth, seconds: Mapping[str, float]) -> None:
+        """The search width of the new version, into the summary (and from there the manifest) and the log."""
+        self.summary.vector_index = width.to_dict()
+        if "tuning" in seconds:  # with encoding the pseudo-queries; part of the `vectors` phase
+            self.summary.vector_index["seconds"] = seconds["tuning"]
+        log.info("vector index: %s", width.describe())
+        if not width.reached:
+            self.summary.warnings.append(
+                f"the vector index reaches recall@10 {width.recall} of exact search at its widest allowed"
+                f" {width.parameter} ({width.value}), under index.ann_target_recall = {width.target}: raise"
+                " index.ann_max_width, or use another index.vector_index")
 
     def _lexical_info(self, version: str) -> dict[str, Any]:
         engine = self.settings.index.lexical

@@ -21,6 +21,7 @@ from typing import Any
 from indexer.integrity import VersionCheck
 from indexer.manifest import IndexDirectory, Manifest, check_version_name
 from indexer.stores import open_lexical
+from indexer.stores.ann_tuning import recorded_width
 from shopfusion.config import Settings
 from shopfusion.errors import IndexStateError, ShopfusionError
 
@@ -35,12 +36,14 @@ class VersionInfo:
     lexical: str | None
     problem: str | None = None
     """Why the version cannot be switched to (no or unreadable version.json), else None."""
+    vector: str | None = None
+    """The vector index kind and the search width its build recorded (`SearchWidth.describe`)."""
 
     def to_dict(self) -> dict[str, Any]:
         created = None if self.created is None else dt.datetime.fromtimestamp(self.created, dt.UTC).isoformat(
             timespec="seconds")
         return {"version": self.version, "live": self.live, "products": self.products, "created": created,
-                "model": self.model, "lexical": self.lexical, "problem": self.problem}
+                "model": self.model, "lexical": self.lexical, "problem": self.problem, "vector": self.vector}
 
 
 def list_versions(index_dir: str | Path) -> list[VersionInfo]:
@@ -58,7 +61,7 @@ def list_versions(index_dir: str | Path) -> list[VersionInfo]:
             out.append(VersionInfo(name, name == live, None, None, None, None, str(exc)))
             continue
         out.append(VersionInfo(name, name == live, int(m.counts.get("products", 0)), m.created, m.model,
-                               m.lexical.get("engine")))
+                               m.lexical.get("engine"), vector=recorded_width(m.vector).describe()))
     if not out and not directory.exists():
         directory.read_manifest()  # raises IndexNotFoundError with the command to build one
     return out

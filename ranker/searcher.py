@@ -29,6 +29,7 @@ from indexer.attributes import CATALOG_FILE, AttributeCatalog
 from indexer.docstore import ProductStore
 from indexer.manifest import IndexDirectory, Manifest
 from indexer.stores import LexicalIndex, open_lexical
+from indexer.stores.ann_tuning import effective_width
 from indexer.stores.faiss_store import FaissVectorIndex
 from ranker.fusion import Fused, FusionConfig, fuse
 from ranker.paging import SortKey
@@ -99,8 +100,10 @@ class HybridSearcher:
         self.lexical: LexicalIndex = open_lexical(
             self.settings, version_dir, self.manifest.version, lexical_info.get("namespace", ""),
             create=False, engine=lexical_info["engine"], analyzer=lexical_info.get("analyzer"))
-        self.vectors = FaissVectorIndex(version_dir / "vectors", ef_search=self.settings.index.hnsw_ef_search,
-                                        nprobe=self.settings.index.ivf_nprobe)
+        self.width = effective_width(self.manifest.vector, self.settings)
+        """The dense leg's search width: explicit settings, else what the build tuned (`ann_tuning`)."""
+        ef_search, nprobe = self.width.widths(self.settings.index)
+        self.vectors = FaissVectorIndex(version_dir / "vectors", ef_search=ef_search, nprobe=nprobe)
         try:
             _refuse_damaged(version_dir, self.manifest, self.vectors)
         except IndexStateError:

@@ -167,6 +167,10 @@ def format_summary(s: Any, catalog: str, index_dir: str) -> str:
             + f"\n  embedded {s.embedded} texts with {s.backend} (reused {s.reused_vectors}, resumed"
             f" {s.resumed_vectors}, precomputed {s.precomputed_vectors});"
             f" {s.total} products in the index")
+    if s.vector_index:
+        from indexer.stores.ann_tuning import SearchWidth
+
+        text += f"\n  vector index: {SearchWidth.from_dict(s.vector_index).describe()}"
     if s.rejected:
         text += f"\n  rejects written to {s.rejects_file}"
     for warning in s.warnings:
@@ -631,7 +635,8 @@ def versions(index_dir: str, as_json: bool) -> None:
     for v in found:
         d = v.to_dict()
         lines.append(f"{'*' if v.live else ' ':2}{v.version:<9} {'-' if v.products is None else v.products:>9}  "
-                     f"{d['created'] or '-':<25} {v.lexical or '-':<14} {v.model or v.problem}")
+                     f"{d['created'] or '-':<25} {v.lexical or '-':<14} {v.model or v.problem}"
+                     + (f"\n{'':12}vectors: {v.vector}" if v.vector else ""))
     _emit(as_json, {"index": index_dir, "versions": [v.to_dict() for v in found]}, "\n".join(lines))
 
 

@@ -208,7 +208,8 @@ class Client:
         searcher = self.searcher
         info = dict(getattr(searcher.policy, "info", {}))
         return {"index_version": searcher.manifest.version, "encoder": searcher.manifest.model_id,
-                "intent_model": info.get("intent_model"), "policy": info.get("policy", "none")}
+                "intent_model": info.get("intent_model"), "policy": info.get("policy", "none"),
+                "vector_index": searcher.width.describe()}
 
     def _setup(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """The settings an evaluation ran with (credentials left out), this call's options and the index."""

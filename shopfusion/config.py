@@ -17,7 +17,7 @@ Example `shopfusion.toml`::
 
     [index]
     model = "default"          # packaged all-MiniLM-L6-v2, or a local sentence-transformers directory
-    vector_index = "auto"      # flat | hnsw | auto (hnsw above hnsw_threshold products)
+    vector_index = "auto"      # flat | hnsw | ivf | auto (tuned ivf above hnsw_threshold products)
 
     [search]
     fusion = "linear"
@@ -52,10 +52,26 @@ class IndexSettings:
     batch_size: int = 64
     vector_index: VectorIndexKind = "auto"
     hnsw_threshold: int = 200_000
-    """With `vector_index = "auto"`, catalogs larger than this use HNSW instead of exact search."""
+    """With `vector_index = "auto"`, catalogs larger than this use the approximate index `auto` picks
+    (IVF, its width tuned at build time: `ann_target_recall`) instead of exact search. (The name predates
+    that choice; README "Scale" has the measurements behind it.)"""
     hnsw_m: int = 32
     hnsw_ef_search: int = 128
+    """HNSW search width. Set explicitly (file, environment, call), it is used as given; left at its
+    default, an HNSW index uses the width its build tuned (`ann_target_recall`)."""
     ivf_nprobe: int = 16
+    """IVF lists searched. Set explicitly, it is used as given; left at its default, an IVF index uses the
+    width its build tuned (`ann_target_recall`)."""
+    ann_target_recall: float = 0.95
+    """An approximate index (`ivf`, `hnsw`, or `auto` above `hnsw_threshold`) is built, then searched with
+    the smallest width (nprobe / efSearch) whose recall@10 against exact search reaches this on
+    `ann_tune_sample` pseudo-queries made from the catalog's own titles; the choice is recorded in the
+    index manifest and shown by `shopfusion versions` and the index summary. 0 turns the tuning off."""
+    ann_max_width: int = 1024
+    """The widest nprobe / efSearch the tuning may pick (it bounds the dense leg's latency); when even this
+    misses the target, the cap is used and the index summary warns."""
+    ann_tune_sample: int = 1000
+    """Pseudo-queries the width tuning measures recall on (about +-0.01 of recall at 0.95)."""
     analyzer: Analyzer = "english"
     """Lexical analysis: `english` (lowercase, English stop words, Porter stemming) or `standard`."""
     max_field_chars: int = 100_000

@@ -138,6 +138,7 @@ class OnnxEncoder:
         session = self._sessions.get(kind)
         if session is not None:
             return session
+        export = self.export  # before the lock: `export` takes it too (a plain Lock, not re-entrant)
         with self._lock:
             if kind not in self._sessions:
                 import onnxruntime as ort
@@ -148,7 +149,7 @@ class OnnxEncoder:
                 options.intra_op_num_threads = 1 if kind == "query" else threads
                 options.inter_op_num_threads = 1
                 options.log_severity_level = 3
-                session = ort.InferenceSession(str(self.export.path), options, providers=["CPUExecutionProvider"])
+                session = ort.InferenceSession(str(export.path), options, providers=["CPUExecutionProvider"])
                 self._inputs = tuple(i.name for i in session.get_inputs())
                 self._sessions[kind] = session
         return self._sessions[kind]

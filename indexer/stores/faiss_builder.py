@@ -34,6 +34,14 @@ from typing import Any
 
 import numpy as np
 
+from indexer.stores.ann_tuning import (
+    QueryEncoder,
+    SearchWidth,
+    WidthTuning,
+    pseudo_query,
+    sample_rows,
+    tune_width,
+)
 from indexer.stores.columns import ProductColumns
 from indexer.stores.faiss_store import (
     IVF_TRAIN_SAMPLE,
@@ -55,7 +63,11 @@ class VectorIndexBuilder:
     """A new vector index version, written in one pass; `commit()` finishes it and returns it loaded."""
 
     def __init__(self, path: str | os.PathLike[str], *, dim: int, kind: VectorKind, expected: int,
-                 hnsw_m: int = 32, ef_construction: int = 80, ef_search: int = 128, nprobe: int = 16) -> None:
+                 hnsw_m: int = 32, ef_construction: int = 80, ef_search: int = 128, nprobe: int = 16,
+                 tuning: WidthTuning | None = None, encode_queries: QueryEncoder | None = None) -> None:
+        """`tuning`: measure the search width at `commit` (`indexer.stores.ann_tuning`) on pseudo-queries
+        from the added products' titles, encoded by `encode_queries` (without it, on the vectors
+        themselves, which is optimistic); without `tuning`, `ef_search` / `nprobe` are used as given."""
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.dim = dim
@@ -72,7 +84,14 @@ class VectorIndexBuilder:
         self._vectors.write(self._header)
         self._hashes = (self.path / TEXT_HASHES).open("wb")
         self.seconds: dict[str, float] = {}
-        """Where `commit` spent its time: `write` (files) and `ann` (training and adding to FAISS)."""
+        """Where `commit` spent its time: `write` (files), `ann` (training and adding to FAISS) and
+        `tuning` (measuring the search width)."""
+        self.tuning = tuning if kind in ("hnsw", "ivf") else None
+        self.encode_queries = encode_queries
+        self.width = SearchWidth(kind, ef_search if kind == "hnsw" else nprobe if kind == "ivf" else None)
+        """The search width of the committed index: the tuned one after `commit` with `tuning`."""
+        self._probe_rows = sample_rows(expected, self.tuning.sample, self.tuning.seed) if self.tuning else None
+        self._probe_texts: list[str] = []
 
     def add(self, products: Sequence[Product], vectors: np.ndarray, text_hashes: Sequence[str]) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -83,6 +102,10 @@ class VectorIndexBuilder:
             raise IndexStateError(f"more than the {self.expected} expected vectors were added")
         self._vectors.write(vectors.tobytes())
         self._hashes.write(np.array([h.encode("ascii") for h in text_hashes], dtype="S32").tobytes())
+        if self._probe_rows is not None:
+            start = len(self._ids)
+            first, last = np.searchsorted(self._probe_rows, [start, start + len(products)])
+            self._probe_texts.extend(pseudo_query(products[int(row) - start]) for row in self._probe_rows[first:last])
         self._ids.extend(product.id for product in products)
         self._columns.append(products)
 
@@ -115,9 +138,20 @@ class VectorIndexBuilder:
             tmp = self.path / f"{self.kind}.faiss.tmp"
             faiss.write_index(index, str(tmp))
             os.replace(tmp, self.path / f"{self.kind}.faiss")
+            self.seconds["ann"] = round(time.perf_counter() - started, 3)
+            if self.tuning is not None:
+                started = time.perf_counter()
+                queries = None
+                if self.encode_queries is not None and self._probe_texts:
+                    queries = np.asarray(self.encode_queries(self._probe_texts), dtype=np.float32)
+                self.width = tune_width(index, self.kind, self.path / "vectors.npy", self.tuning, queries=queries)
+                self.seconds["tuning"] = round(time.perf_counter() - started, 3)
             del index
-        self.seconds["ann"] = round(time.perf_counter() - started, 3)
-        return FaissVectorIndex(self.path, ef_search=self.ef_search, nprobe=self.nprobe)
+        else:
+            self.seconds["ann"] = round(time.perf_counter() - started, 3)
+        width = self.width.value
+        return FaissVectorIndex(self.path, ef_search=width if self.kind == "hnsw" and width else self.ef_search,
+                                nprobe=width if self.kind == "ivf" and width else self.nprobe)
 
     def abort(self) -> None:
         for handle in (self._vectors, self._hashes):

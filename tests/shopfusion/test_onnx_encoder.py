@@ -78,6 +78,13 @@ def test_query_path_equals_catalog_path(packaged, variant: str) -> None:
     assert np.sum(alone * batched, axis=1).min() >= 0.99
 
 
+def test_a_fresh_encoder_can_encode_a_query_first(onnx_cache: Path) -> None:
+    """The query session is opened before anything else touched the export (it used to take the
+    encoder's lock twice and hang)."""
+    encoder = OnnxEncoder(default_model_path(), name=DEFAULT_MODEL_NAME, variant="int8", packaged=True)
+    assert encoder.encode_query("cordless drill").shape == (384,)
+
+
 def test_load_encoder_backends_and_the_export_is_reused(onnx_cache: Path) -> None:
     encoder = load_encoder("default", "cpu", "onnx-int8")
     assert encoder.backend == "onnx-int8" and encoder is load_encoder("default", "cpu", "onnx-int8")
