@@ -12,6 +12,7 @@ colour / size / pack-count variants of real products). Everything large lives un
     python benchmarks/bench_scale.py index --workdir $W --size 100k                 # the ONNX int8 encoder
     python benchmarks/bench_scale.py ann --workdir $W --size 1m                     # flat / HNSW / IVF builds
     python benchmarks/bench_scale.py query --workdir $W --size 1m                   # latency, recall@10
+    python benchmarks/bench_scale.py probes --workdir $W --size 1m --split train    # what the tuning measures on
     python benchmarks/bench_scale.py plot
 
 - `embed`: `indexer.precompute.embed_catalog` (ONNX int8) into `$W/vectors` (one file for every size:
@@ -31,7 +32,11 @@ colour / size / pack-count variants of real products). Everything large lives un
   does), timed, with its peak RSS, into `$W/index-<size>/ann/<kind>`.
 - `query`: p50/p99 of query encoding, the lexical leg, the dense leg per kind, and hybrid search as the
   shipped defaults run it (per kind), over real Home Depot queries; recall@10 of HNSW and IVF against
-  exact search (flat), with an efSearch / nprobe sweep.
+  exact search (computed in one batch), with an efSearch / nprobe sweep. `--split test` takes the test part
+  of the fixed Home Depot split (benchmarks/splits.py); `live` is the version's own index at the width its
+  build recorded (the shipped defaults); `hnsw@128` a fixed width.
+- `probes`: recall@10 by width on real queries (fit/validation) and on the stand-ins the build-time width
+  tuning could use (title prefixes, the catalog's own vectors): how `PSEUDO_QUERY_WORDS` was chosen.
 Results merge into benchmarks/results/scale.json; `plot` draws benchmarks/results/scale.png.
 """
 
@@ -341,8 +346,9 @@ def surrogate_vectors(workdir: str, size: str, calibration: int) -> None:
 @click.option("--code", type=click.Path(file_okay=False), help="Another shopfusion checkout to run instead.")
 @click.option("--label", default=None, help="Result key (default: from the options).")
 @click.option("--keep/--no-keep", default=True, show_default=True, help="Keep the index (query and ann use it).")
+@click.option("--vector-index", type=click.Choice(["auto", "flat", "hnsw", "ivf"]), default="auto", show_default=True)
 def index(workdir: str, size: str, use_vectors: bool, lexical: str, executor: str, code: str | None,
-          label: str | None, keep: bool) -> None:
+          label: str | None, keep: bool, vector_index: str) -> None:
     """Index one catalog from scratch in a child process; record phases, memory and disk."""
     p = paths(workdir, size)
     label = label or "-".join(filter(None, ["vectors" if use_vectors else "encoder", lexical, executor,
@@ -351,7 +357,7 @@ def index(workdir: str, size: str, use_vectors: bool, lexical: str, executor: st
     if target.exists():
         shutil.rmtree(target)
     args = ["_index", "--catalog", str(p["catalog"]), "--index", str(target), "--lexical", lexical,
-            "--executor", executor]
+            "--executor", executor, "--vector-index", vector_index]
     if use_vectors:
         args += ["--vectors", str(p["vectors"])]
     if code:
@@ -371,8 +377,9 @@ def index(workdir: str, size: str, use_vectors: bool, lexical: str, executor: st
 @click.option("--lexical", default="tantivy")
 @click.option("--executor", default="local")
 @click.option("--code", default=None, help="Another checkout to import shopfusion from (it predates `vectors=`).")
+@click.option("--vector-index", default="auto")
 def index_child(catalog: str, index_dir: str, vectors: str | None, lexical: str, executor: str,
-                code: str | None) -> None:
+                code: str | None, vector_index: str) -> None:
     before = code is not None
     if code is not None:
         sys.path.insert(0, code)
@@ -384,7 +391,7 @@ def index_child(catalog: str, index_dir: str, vectors: str | None, lexical: str,
     handler = PhaseLog()
     logging.getLogger("indexer.pipeline").addHandler(handler)
     logging.getLogger("indexer.pipeline").setLevel(logging.DEBUG)
-    settings = settings_for(lexical, executor) if not before else _before_settings(lexical)
+    settings = settings_for(lexical, executor, vector_index) if not before else _before_settings(lexical)
     kwargs: dict[str, Any] = {"settings": settings}
     if vectors and before:
         kwargs["executor"] = VectorFileExecutor(Path(vectors))
@@ -408,6 +415,7 @@ def index_child(catalog: str, index_dir: str, vectors: str | None, lexical: str,
         "peak_rss_mb_by_phase": {name: sampler.peak_between(a, b) for name, (a, b) in windows.items()},
         "disk_mb": disk_sizes(version_dir), "backend": getattr(summary, "backend", "torch"),
         "vector_kind": json.loads((Path(index_dir) / "manifest.json").read_text())["vector"]["kind"],
+        "vector_search": getattr(summary, "vector_index", None),
     }
     print(json.dumps(result))
 
@@ -505,45 +513,72 @@ def _version_dir(index_dir: Path) -> Path:
 
 
 # -- queries ------------------------------------------------------------------------------------------------
+SPLITS = ("all", "fit", "validation", "train", "test")
+
+
 @cli.command()
 @WORKDIR
 @SIZE
-@click.option("--queries", "n_queries", type=int, default=500, show_default=True)
-@click.option("--kinds", default=",".join(KINDS), show_default=True)
-def query(workdir: str, size: str, n_queries: int, kinds: str) -> None:
+@click.option("--queries", "n_queries", type=int, default=500, show_default=True,
+              help="Queries drawn (seeded) from the split; 0: every query of it.")
+@click.option("--kinds", default=",".join(KINDS), show_default=True,
+              help="`live` (the version's own index at its recorded width: the shipped defaults), a kind"
+                   " built by `ann` (`hnsw`, `ivf:2000`), `@W` for a fixed width (`hnsw@128`).")
+@click.option("--split", type=click.Choice(SPLITS), default="all", show_default=True,
+              help="Home Depot queries of one part of the fixed split (benchmarks/splits.py).")
+@click.option("--sweep/--no-sweep", default=True, show_default=True, help="Recall and p50 at other widths.")
+@click.option("--label", default=None, help="Result key suffix (default: the split).")
+def query(workdir: str, size: str, n_queries: int, kinds: str, split: str, sweep: bool, label: str | None) -> None:
     """Latency per leg and hybrid (shipped defaults), per vector index kind; recall@10 against exact."""
-    result = child(["_query", "--index", str(paths(workdir, size)["index"]), "--queries", str(n_queries),
-                    "--kinds", kinds])
+    args = ["_query", "--index", str(paths(workdir, size)["index"]), "--queries", str(n_queries),
+            "--kinds", kinds, "--split", split]
+    result = child(args + ([] if sweep else ["--no-sweep"]))
     result["environment"] = environment()
-    merge_result(f"query/{size}", result)
+    key = f"query/{size}" if split == "all" and label is None else f"query/{size}/{label or split}"
+    merge_result(key, result)
     click.echo(json.dumps(result, indent=2))
+
+
+def split_queries(split: str, n_queries: int) -> list[str]:
+    """Home Depot query texts of one part of the fixed split, a seeded sample of `n_queries` (0: all)."""
+    from benchmarks.splits import part
+    from shopfusion.evaluation import load_queries
+
+    queries = load_queries(DATA / "homedepot" / "queries.jsonl")
+    wanted = {"train": ("fit", "validation")}.get(split, (split,))
+    texts = [text for qid, text in queries.items() if split == "all" or part(qid) in wanted]
+    if n_queries and n_queries < len(texts):
+        rng = np.random.default_rng(0)
+        texts = [texts[i] for i in rng.choice(len(texts), size=n_queries, replace=False)]
+    return texts
 
 
 @cli.command("_query", hidden=True)
 @click.option("--index", "index_dir", required=True)
 @click.option("--queries", "n_queries", type=int, default=500)
 @click.option("--kinds", default=",".join(KINDS))
-def query_child(index_dir: str, n_queries: int, kinds: str) -> None:
+@click.option("--split", default="all")
+@click.option("--sweep/--no-sweep", default=True)
+def query_child(index_dir: str, n_queries: int, kinds: str, split: str, sweep: bool) -> None:
+    from indexer.stores.ann_tuning import exact_neighbours, file_chunks
     from indexer.stores.faiss_store import FaissVectorIndex
     from ranker.searcher import HybridSearcher
     from shopfusion.config import load_settings
-    from shopfusion.evaluation import load_queries
 
     def rss_mb() -> float:
         with open("/proc/self/statm") as handle:
             return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
-    queries = list(load_queries(DATA / "homedepot" / "queries.jsonl").values())
-    rng = np.random.default_rng(0)
-    sample = [queries[i] for i in rng.choice(len(queries), size=min(n_queries, len(queries)), replace=False)]
+    sample = split_queries(split, n_queries)
     before = rss_mb()
     settings = load_settings()  # the shipped defaults; the backend follows the index (auto)
     searcher = HybridSearcher(index_dir, settings)
     for text in sample[:20]:
         searcher.search(text)
     loaded = rss_mb()
-    out: dict[str, Any] = {"queries": len(sample), "products": searcher.manifest.counts["products"],
+    out: dict[str, Any] = {"queries": len(sample), "split": split, "products": searcher.manifest.counts["products"],
                            "index_kind": searcher.manifest.vector["kind"], "backend": searcher.encoder.backend,
+                           "live_width": searcher.width.to_dict(),
                            "searcher_rss_mb": round(loaded - before, 1), "legs": {}, "hybrid": {}, "recall@10": {}}
     vectors = []
     times: list[float] = []
@@ -559,17 +594,28 @@ def query_child(index_dir: str, n_queries: int, kinds: str) -> None:
         searcher.lexical.search(text, depth)
         times.append((time.perf_counter() - started) * 1000)
     out["legs"]["lexical"] = percentiles(times)
-    exact: list[list[str]] | None = None
+    version_vectors = _version_dir(Path(index_dir)) / "vectors"
+    started = time.perf_counter()
+    _, exact_rows = exact_neighbours(file_chunks(version_vectors / "vectors.npy"), np.stack(vectors), 10)
+    ids = searcher.vectors.ordered_ids()
+    exact = [[ids[int(r)] for r in row] for row in exact_rows]
+    out["exact_batch_seconds"] = round(time.perf_counter() - started, 2)
     own = searcher.vectors
     for spec in kinds.split(","):
-        kind = spec.partition(":")[0]
-        directory = Path(index_dir) / "ann" / spec.replace(":", "-")
-        if spec == own.kind and not (directory / "meta.json").is_file():
-            directory = _version_dir(Path(index_dir)) / "vectors"
-        if not (directory / "meta.json").is_file():
-            continue
-        index = own if directory.parent.name != "ann" else FaissVectorIndex(
-            directory, ef_search=settings.index.hnsw_ef_search, nprobe=settings.index.ivf_nprobe)
+        name, _, width_text = spec.partition("@")
+        kind = name.partition(":")[0]
+        if name == "live":
+            index, kind = own, own.kind
+        else:
+            directory = Path(index_dir) / "ann" / name.replace(":", "-")
+            if name == own.kind and not (directory / "meta.json").is_file():
+                directory = version_vectors
+            if not (directory / "meta.json").is_file():
+                continue
+            index = FaissVectorIndex(directory, ef_search=settings.index.hnsw_ef_search,
+                                     nprobe=settings.index.ivf_nprobe)
+        if width_text:
+            _set_width(index, kind, int(width_text))
         index.search(vectors[0], depth)
         times, tops = [], []
         for vector in vectors:
@@ -578,8 +624,6 @@ def query_child(index_dir: str, n_queries: int, kinds: str) -> None:
             times.append((time.perf_counter() - started) * 1000)
             tops.append([h.product_id for h in hits[:10]])
         out["legs"][f"dense {spec}"] = percentiles(times)
-        if kind == "flat":
-            exact = tops
         searcher.vectors = index
         times = []
         for text in sample:
@@ -587,12 +631,23 @@ def query_child(index_dir: str, n_queries: int, kinds: str) -> None:
             searcher.search(text)
             times.append((time.perf_counter() - started) * 1000)
         out["hybrid"][spec] = percentiles(times)
-        if exact is not None and kind != "flat":
+        if kind != "flat":
             out["recall@10"][spec] = _recall(exact, tops)
-            out[f"sweep {spec}"] = _sweep(index, vectors, exact, kind)
+            if sweep:
+                out[f"sweep {spec}"] = _sweep(index, vectors, exact, kind)
+        searcher.vectors = own
         if index is not own:
             del index
     print(json.dumps(out))
+
+
+def _set_width(index: Any, kind: str, width: int) -> None:
+    if kind == "hnsw":
+        index.ef_search = width
+        index.index.hnsw.efSearch = width
+    elif kind == "ivf":
+        index.nprobe = width
+        index.index.nprobe = width
 
 
 def _recall(exact: list[list[str]], approx: list[list[str]]) -> float:
@@ -600,17 +655,13 @@ def _recall(exact: list[list[str]], approx: list[list[str]]) -> float:
 
 
 def _sweep(index: Any, vectors: list[np.ndarray], exact: list[list[str]], kind: str) -> dict[str, Any]:
-    """Recall@10 and dense-leg p50 at other efSearch (HNSW) or nprobe (IVF) values."""
+    """Recall@10 and dense-leg p50 at other efSearch (HNSW) or nprobe (IVF) values (the index is left at
+    the width it had)."""
     out = {}
-    values = (32, 64, 128, 256) if kind == "hnsw" else (8, 16, 32, 64, 128)
-    faiss_index = index.index
+    values = (32, 64, 128, 256, 512, 1024) if kind == "hnsw" else (8, 16, 32, 64, 96, 128, 192, 256)
+    kept = index.ef_search if kind == "hnsw" else index.nprobe
     for value in values:
-        if kind == "hnsw":
-            faiss_index.hnsw.efSearch = value
-            index.ef_search = value
-        else:
-            faiss_index.nprobe = value
-            index.nprobe = value
+        _set_width(index, kind, value)
         times, tops = [], []
         for vector in vectors:
             started = time.perf_counter()
@@ -618,7 +669,93 @@ def _sweep(index: Any, vectors: list[np.ndarray], exact: list[list[str]], kind: 
             times.append((time.perf_counter() - started) * 1000)
             tops.append([h.product_id for h in hits[:10]])
         out[str(value)] = {"recall@10": _recall(exact, tops), **percentiles(times)}
+    _set_width(index, kind, kept)
     return out
+
+
+# -- what the width tuning measures on ----------------------------------------------------------------------
+@cli.command()
+@WORKDIR
+@SIZE
+@click.option("--split", type=click.Choice(SPLITS), default="train", show_default=True,
+              help="Real queries to compare with: choose on fit/validation (`train`), never on test.")
+@click.option("--queries", "n_queries", type=int, default=1000, show_default=True)
+@click.option("--sample", type=int, default=1000, show_default=True, help="Catalog rows sampled (seeded).")
+@click.option("--words", default="2,3,4", show_default=True, help="Title words a pseudo-query keeps.")
+@click.option("--kinds", default="ivf,hnsw", show_default=True, help="Index kinds: the version's own or `ann` builds.")
+def probes(workdir: str, size: str, split: str, n_queries: int, sample: int, words: str, kinds: str) -> None:
+    """Recall@10 against exact by width, on real queries and on what the build-time tuning could measure
+    instead (title prefixes of sampled products, the sampled vectors themselves): which stand-in tracks
+    real queries?"""
+    result = child(["_probes", "--index", str(paths(workdir, size)["index"]), "--catalog",
+                    str(paths(workdir, size)["catalog"]), "--split", split, "--queries", str(n_queries),
+                    "--sample", str(sample), "--words", words, "--kinds", kinds])
+    result["environment"] = environment()
+    merge_result(f"probes/{size}/{split}", result)
+    click.echo(json.dumps(result, indent=2))
+
+
+@cli.command("_probes", hidden=True)
+@click.option("--index", "index_dir", required=True)
+@click.option("--catalog", required=True)
+@click.option("--split", default="train")
+@click.option("--queries", "n_queries", type=int, default=1000)
+@click.option("--sample", type=int, default=1000)
+@click.option("--words", default="2,3,4")
+@click.option("--kinds", default="ivf,hnsw")
+def probes_child(index_dir: str, catalog: str, split: str, n_queries: int, sample: int, words: str,
+                 kinds: str) -> None:
+    from indexer.stores.ann_tuning import exact_neighbours, file_chunks, recall_at, sample_rows
+    from shopfusion.encoders import load_encoder
+
+    manifest = json.loads((Path(index_dir) / "manifest.json").read_text())
+    source = _version_dir(Path(index_dir)) / "vectors"
+    ids = json.loads((source / "ids.json").read_text())
+    rows = sample_rows(len(ids), sample, 0)
+    wanted = {ids[int(r)]: i for i, r in enumerate(rows)}
+    titles = [""] * len(rows)
+    with open(catalog, encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            if record.get("id") in wanted:
+                titles[wanted[record["id"]]] = str(record.get("title", ""))
+    encoder = load_encoder("default", "cpu", manifest.get("backend", "torch"))
+    real = split_queries(split, n_queries)
+    sets: dict[str, np.ndarray] = {"real queries": np.stack([encoder.encode_query(t) for t in real])}
+    for n in (int(w) for w in words.split(",")):
+        sets[f"title {n} words"] = encoder.encode([" ".join(t.split()[:n]) for t in titles])
+    matrix = np.load(source / "vectors.npy", mmap_mode="r")
+    sets["catalog vectors, self left out"] = np.asarray(matrix[rows], dtype=np.float32)
+    del matrix
+    started = time.perf_counter()
+    names = list(sets)
+    exact = {name: exact_neighbours(file_chunks(source / "vectors.npy"), sets[name],
+                                    11 if name.startswith("catalog") else 10) for name in names}
+    out: dict[str, Any] = {"queries": len(real), "split": split, "sample": len(rows),
+                           "exact_seconds": round(time.perf_counter() - started, 1), "recall@10": {}}
+    import faiss
+
+    ladders = {"ivf": (8, 16, 32, 64, 96, 128, 192, 256, 512), "hnsw": (128, 256, 512, 1024, 2048)}
+    for kind in kinds.split(","):
+        path = Path(index_dir) / "ann" / kind / f"{kind}.faiss"
+        if not path.is_file():
+            path = source / f"{kind}.faiss"
+        if not path.is_file():
+            continue
+        index = faiss.read_index(str(path))
+        for width in ladders[kind]:
+            if kind == "ivf":
+                index.nprobe = width
+            else:
+                index.hnsw.efSearch = width
+            row = {}
+            for name in names:
+                own = rows if name.startswith("catalog") else None
+                row[name] = round(recall_at(exact[name], index.search(sets[name], 201), 10, exclude=own), 4)
+            out["recall@10"][f"{kind} {width}"] = row
+            print(kind, width, row, file=sys.stderr, flush=True)
+        del index
+    print(json.dumps(out))
 
 
 # -- plot ---------------------------------------------------------------------------------------------------

@@ -13,13 +13,17 @@ How (`tune_width`):
   short texts far from every product vector (nearest-neighbour cosine about 0.63 for Home Depot queries
   at 1M), and their top 10 spread over many IVF lists and graph regions; a catalog's own vectors are the
   wrong stand-in: each sits among its own near-duplicates, found at any width (recall@10 0.997 at IVF
-  nprobe 8 at 1M, self left out, while real queries got 0.80). Title prefixes were measured the closest
-  stand-in and on the safe side for both IVF and HNSW on the 1M catalog (Home Depot fit and validation
-  queries only; README "Scale"). Without a query encoder (`queries=None`) the sampled vectors themselves
+  nprobe 8 at 1M, self left out, while real queries got 0.80). Four-word title prefixes were measured the
+  closest stand-in on the 1M catalog (Home Depot fit and validation queries only; `bench_scale.py
+  probes`, README "Scale"): within about 0.01 of real queries at every IVF width from nprobe 32 up, and
+  below them (the safe side) for HNSW; two and three words were harder than real queries, the catalog's
+  own vectors far easier. Without a query encoder (`queries=None`) the sampled vectors themselves
   are used, each one's own row left out of both lists: optimistic, a last resort;
 - the approximate search asks for `depth` results (the candidates the searcher asks each leg for) and
   keeps the first 10: HNSW's beam depends on the number asked for, so the width is measured as searches
   use it;
+- a width reaches the target when the 95% lower confidence bound of its mean recall does (`CONFIDENCE_Z`):
+  the sample is a sample, and the target is a promise about queries not in it;
 - widths: doubling from `START` up to the cap, then bisection between the last width below the target and
   the first one above it, down to steps of an eighth: recall grows with the width (IVF scans a superset of
   lists, HNSW keeps a wider beam), so the first width that reaches the target is the smallest (within an
@@ -60,11 +64,15 @@ START = {"ivf": 1, "hnsw": 16}
 EXACT_CHUNK = 16_384
 """Catalog rows scored at once by the exact search (the scores of 1,000 queries: 64 MB)."""
 PARAMETER = {"ivf": "nprobe", "hnsw": "efSearch"}
+CONFIDENCE_Z = 1.645
+"""A width reaches the target when the one-sided 95% lower confidence bound of its mean recall on the
+sample does (mean - 1.645 standard errors), not its mean alone: at 1M the width whose mean just reached
+0.95 on the pseudo-queries gave 0.9495 on the Home Depot validation queries (README "Scale")."""
 SCORE_TOLERANCE = 1e-5
 """Inner products closer than this are ties (FAISS and numpy sum in different orders)."""
 PSEUDO_QUERY_WORDS = 4
 """Words of a title a pseudo-query keeps: 2, 3 and 4 were compared against real queries (Home Depot fit and
-validation queries, 1M catalog); 4 tracked them closest, slightly on the safe side (README "Scale")."""
+validation queries, 1M catalog); 4 tracked them closest (README "Scale")."""
 QueryEncoder = Callable[[list[str]], np.ndarray]
 
 
@@ -99,6 +107,8 @@ class SearchWidth:
     seconds: float | None = None
     probes: str | None = None
     """What recall was measured on: `pseudo-queries` (from titles) or `catalog vectors`."""
+    recall_low: float | None = None
+    """The lower confidence bound of `recall` (`CONFIDENCE_Z`): what has to reach the target."""
 
     @property
     def parameter(self) -> str | None:
@@ -113,6 +123,8 @@ class SearchWidth:
         text = f"{self.kind} {self.parameter} {self.value} ({self.source}"
         if self.recall is not None:
             text += f": recall@10 {self.recall:.3f} of exact"
+            if self.recall_low is not None:
+                text += f" (at least {self.recall_low:.3f} at 95% confidence)"
             if self.sample:
                 text += f" on {self.sample} {self.probes or 'queries'}"
             if self.target is not None:
@@ -241,26 +253,37 @@ def npy_layout(path: Path) -> tuple[int, int, int]:
     return layout
 
 
-def recall_at(exact: tuple[np.ndarray, np.ndarray], found: tuple[np.ndarray, np.ndarray], k: int,
-              exclude: np.ndarray | None = None) -> float:
-    """Mean share of each query's exact top `k` that the approximate top `k` recovers, both given as
+def recalls_at(exact: tuple[np.ndarray, np.ndarray], found: tuple[np.ndarray, np.ndarray], k: int,
+               exclude: np.ndarray | None = None) -> np.ndarray:
+    """Each query's share of its exact top `k` that the approximate top `k` recovers, both given as
     (scores, rows). Equal scores count as equal: an approximate hit scoring at least the exact `k`-th
     score (within float rounding) is a hit, so duplicate vectors (the same text twice in a catalog) do
     not count as misses because the two searches broke the tie differently. With `exclude`, each query's
     own row is taken out of both lists first; FAISS's -1 padding never counts."""
     exact_scores, exact_rows = exact
     found_scores, found_rows = found
-    total = 0.0
+    out = np.ones(len(exact_rows))
     for i in range(len(exact_rows)):
         own = -1 if exclude is None else int(exclude[i])
         truth = exact_scores[i][(exact_rows[i] != own) & (exact_rows[i] >= 0)][:k]
-        if not len(truth):
-            total += 1.0
-            continue
-        keep = (found_rows[i] != own) & (found_rows[i] >= 0)
-        scores = found_scores[i][keep][:k]
-        total += min(int(np.sum(scores >= truth[-1] - SCORE_TOLERANCE)), len(truth)) / len(truth)
-    return total / max(len(exact_rows), 1)
+        if len(truth):
+            keep = (found_rows[i] != own) & (found_rows[i] >= 0)
+            scores = found_scores[i][keep][:k]
+            out[i] = min(int(np.sum(scores >= truth[-1] - SCORE_TOLERANCE)), len(truth)) / len(truth)
+    return out
+
+
+def recall_at(exact: tuple[np.ndarray, np.ndarray], found: tuple[np.ndarray, np.ndarray], k: int,
+              exclude: np.ndarray | None = None) -> float:
+    """The mean of `recalls_at`."""
+    return float(np.mean(recalls_at(exact, found, k, exclude))) if len(exact[1]) else 1.0
+
+
+def lower_bound(recalls: np.ndarray) -> float:
+    """The one-sided `CONFIDENCE_Z` lower confidence bound of the mean recall (normal approximation)."""
+    if len(recalls) < 2:
+        return float(np.mean(recalls)) if len(recalls) else 1.0
+    return float(np.mean(recalls) - CONFIDENCE_Z * np.std(recalls, ddof=1) / np.sqrt(len(recalls)))
 
 
 def pseudo_query(product: Product) -> str:
@@ -296,25 +319,28 @@ def tune_width(index: Any, kind: VectorKind, vectors: np.ndarray | Path, tuning:
     cap = max(1, min(tuning.max_width, int(index.nlist)) if kind == "ivf" else tuning.max_width)
     depth = min(max(tuning.depth, tuning.k) + 1, count)
     tried: dict[int, float] = {}
+    bounds: dict[int, float] = {}
 
-    def measure(width: int) -> float:
+    def reaches(width: int) -> bool:
+        """Whether `width` reaches the target with confidence (the lower bound of its recall)."""
         if width not in tried:
             set_width(index, kind, width)
-            tried[width] = round(recall_at(exact, index.search(queries, depth), tuning.k, exclude=own), 4)
-        return tried[width]
+            recalls = recalls_at(exact, index.search(queries, depth), tuning.k, exclude=own)
+            tried[width], bounds[width] = round(float(np.mean(recalls)), 4), round(lower_bound(recalls), 4)
+        return bounds[width] >= tuning.target
 
     low, width = 0, min(START[kind], cap)
-    while measure(width) < tuning.target and width < cap:
+    while not reaches(width) and width < cap:
         low, width = width, min(width * 2, cap)
-    reached = tried[width] >= tuning.target
+    reached = reaches(width)
     if reached and low:  # bisection: `low` misses the target, `width` reaches it
         while width - low > max(1, low // 8):
             middle = (low + width) // 2
-            if measure(middle) >= tuning.target:
+            if reaches(middle):
                 width = middle
             else:
                 low = middle
     set_width(index, kind, width)
     return SearchWidth(kind, width, "tuned", tried[width], tuning.target, reached, len(queries),
                        {str(w): r for w, r in sorted(tried.items())}, round(time.perf_counter() - started, 3),
-                       "pseudo-queries" if own is None else "catalog vectors")
+                       "pseudo-queries" if own is None else "catalog vectors", bounds[width])

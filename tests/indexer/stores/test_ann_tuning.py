@@ -66,10 +66,10 @@ def test_the_chosen_width_is_the_smallest_tried_that_reaches_the_target(vectors_
     tuning = WidthTuning(target=0.9, max_width=512, sample=300, depth=200)
     width = tune_width(index, kind, path, tuning, queries=queries)  # type: ignore[arg-type]
     assert width.source == "tuned" and width.reached and width.probes == "pseudo-queries"
-    assert width.recall is not None and width.recall >= 0.9
+    assert width.recall_low is not None and width.recall is not None and width.recall >= width.recall_low >= 0.9
     assert brute_recall(index, kind, width.value, vectors, queries) >= 0.9  # type: ignore[arg-type]
-    below = [int(w) for w, r in width.tried.items() if int(w) < width.value]  # type: ignore[operator]
-    assert below and all(width.tried[str(w)] < 0.9 for w in below)  # narrower widths were measured short
+    below = [int(w) for w in width.tried if int(w) < width.value]  # type: ignore[operator]
+    assert below and max(width.tried[str(w)] for w in below) < width.recall  # narrower widths: measured, short
     assert index.nprobe == width.value if kind == "ivf" else index.hnsw.efSearch == width.value
 
 
@@ -133,7 +133,7 @@ def test_auto_above_the_threshold_builds_ivf_and_records_the_tuned_width(tuned_i
     manifest = IndexDirectory(index_dir).read_manifest()
     recorded = manifest.vector["search"]
     assert manifest.vector["kind"] == "ivf" and recorded["source"] == "tuned" and recorded["parameter"] == "nprobe"
-    assert recorded["recall"] >= 0.95 and recorded["sample"] == 200 and recorded["probes"] == "pseudo-queries"
+    assert recorded["recall"] >= recorded["recall_low"] >= 0.95 and recorded["sample"] == 200 and recorded["probes"] == "pseudo-queries"
     assert summary.vector_index["value"] == recorded["value"] and "seconds" in summary.vector_index
     searcher = HybridSearcher(index_dir, _settings())
     try:
