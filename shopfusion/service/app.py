@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,6 +46,7 @@ from shopfusion.service.models import (
     RerankBody,
     SearchBody,
 )
+from shopfusion.service.pool import LifoThreadPool
 from shopfusion.service.served import Generation, NotReadyError, ServedIndex
 from shopfusion.types import CATEGORY_SEPARATOR, AttributeFilter, Filters, Results
 
@@ -67,8 +67,7 @@ class ServiceState:
         self.metrics = ServiceMetrics()
         self.served = ServedIndex(index_dir, settings, on_batch=self.metrics.batch_size.observe,
                                   on_swap=self._swapped)
-        self.pool = ThreadPoolExecutor(max_workers=max(1, settings.service.threads),
-                                       thread_name_prefix="shopfusion-request")
+        self.pool = LifoThreadPool(max(1, settings.service.threads), thread_name_prefix="shopfusion-request")
         self.in_flight = 0
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
