@@ -103,12 +103,20 @@ class ServiceState:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.served.close()
 
-    async def run(self, work: Callable[[Generation], T]) -> T:
-        """Run `work` on the current index version in the pool, within `service.request_timeout`."""
+    async def run(self, work: Callable[[Generation], T], timing: dict[str, Any] | None = None) -> T:
+        """Run `work` on the current index version in the pool, within `service.request_timeout`.
+        With `timing`, records how long the request waited for a thread (`queue`) and worked (`work`),
+        in seconds: the middleware sends them as a `Server-Timing` header."""
+        submitted = time.perf_counter()
 
         def task() -> T:
-            with self.served.lease() as generation:
-                return work(generation)
+            started = time.perf_counter()
+            try:
+                with self.served.lease() as generation:
+                    return work(generation)
+            finally:
+                if timing is not None:
+                    timing["queue"], timing["work"] = started - submitted, time.perf_counter() - started
 
         future = asyncio.get_running_loop().run_in_executor(self.pool, task)
         timeout = self.settings.service.request_timeout
@@ -195,13 +203,26 @@ def _filters(body: FiltersBody | None) -> Filters | None:
                    price_max=body.price_max, price_below=body.price_below, attributes=attributes)
 
 
-def _results(results: Results, generation_version: str | None = None) -> Response:
-    """`Results.to_dict()` as it is (no response model: new fields pass through), encoded with orjson."""
+def _encoded(results: Results) -> bytes:
+    """`Results.to_dict()` as it is (no response model: new fields pass through), encoded with orjson.
+    Called on the request thread right after the work, while the results are still in its core's cache
+    (on the event loop, after a full-index scan, encoding ran cold: README, "HTTP service")."""
     import orjson
 
+    return orjson.dumps(results.to_dict(), option=orjson.OPT_NON_STR_KEYS)
+
+
+def _results(body: bytes, generation_version: str | None = None) -> Response:
     headers = {"X-Index-Version": generation_version} if generation_version else None
-    body = orjson.dumps(results.to_dict(), option=orjson.OPT_NON_STR_KEYS)
     return Response(body, media_type="application/json", headers=headers)
+
+
+def _server_timing(recorded: dict[str, Any], start: float) -> bytes:
+    """`Server-Timing` (W3C): milliseconds waiting for a request thread, working (including encoding the
+    response), and in all so far, so a client can tell network from service time."""
+    parts = [f"{name};dur={recorded[name] * 1000:.3f}" for name in ("queue", "work") if name in recorded]
+    parts.append(f"total;dur={(time.perf_counter() - start) * 1000:.3f}")
+    return ", ".join(parts).encode()
 
 
 # -- middleware ----------------------------------------------------------------------------------------
@@ -236,7 +257,8 @@ class ServiceMiddleware:
         async def send_wrapper(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 info["status"] = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode()),
+                                      (b"server-timing", _server_timing(scope["shopfusion"], start))]
             await send(message)
 
         async def receive_wrapper() -> dict[str, Any]:
@@ -382,15 +404,15 @@ def create_app(index_dir: str | os.PathLike[str], settings: Settings | None = No
         """Search the served index: BM25 and dense retrieval fused per query intent."""
         body = await _body(request, SearchBody)
 
-        def work(generation: Generation) -> tuple[Results, str]:
-            return generation.client.search(
+        def work(generation: Generation) -> tuple[bytes, str]:
+            return _encoded(generation.client.search(
                 body.query, k=body.k, filters=_filters(body.filters), fusion=body.fusion, alpha=body.alpha,
                 normalization=body.normalization, rrf_k=body.rrf_k, depth=body.depth, mode=body.mode,
                 explain=body.explain, facets=body.facets or (), facet_size=body.facet_size, sort=body.sort,
-                page=body.page, offset=body.offset), generation.version
+                page=body.page, offset=body.offset)), generation.version
 
-        results, version = await state.run(work)
-        return _results(results, version)
+        encoded, version = await state.run(work, request.scope["shopfusion"])
+        return _results(encoded, version)
 
     @app.post("/rerank", summary="Re-rank another engine's results",
               openapi_extra=body_doc("RerankBody", RerankBody))
@@ -401,14 +423,14 @@ def create_app(index_dir: str | os.PathLike[str], settings: Settings | None = No
         if body.candidates is None:
             raise QueryError("`candidates` is required: a list of ids/objects or a search response body")
 
-        def work(generation: Generation) -> tuple[Results, str]:
-            return generation.client.rerank(
+        def work(generation: Generation) -> tuple[bytes, str]:
+            return _encoded(generation.client.rerank(
                 body.query, body.candidates, fusion=body.fusion, alpha=body.alpha,
                 normalization=body.normalization, rrf_k=body.rrf_k, explain=body.explain,
-                engine_weight=body.engine_weight, fields=body.fields), generation.version
+                engine_weight=body.engine_weight, fields=body.fields)), generation.version
 
-        results, version = await state.run(work)
-        return _results(results, version)
+        encoded, version = await state.run(work, request.scope["shopfusion"])
+        return _results(encoded, version)
 
     @app.get("/attributes", summary="What the served index can filter, facet and sort on")
     async def attributes(values: int = 5) -> JSONResponse:

@@ -62,6 +62,9 @@ def test_search_body_is_the_clients_results(server: Server, served_index: Path) 
         client.close()
     assert reply.json() == json.loads(json.dumps(expected))
     assert reply.json()["schema"] == "shopfusion.results/1" and reply.json()["hits"][0]["legs"]
+    timing = dict(part.strip().split(";dur=") for part in reply.headers["server-timing"].split(","))
+    assert set(timing) == {"queue", "work", "total"}
+    assert float(timing["work"]) <= float(timing["total"])
 
 
 def test_search_with_attribute_filters_facets_sort_and_pages(server: Server, served_index: Path) -> None:
