@@ -39,6 +39,7 @@ def test_health_ready_openapi_and_docs(server: Server) -> None:
     assert server.request("GET", "/health").json() == {"status": "ok"}
     ready = server.request("GET", "/ready").json()
     assert ready["ready"] is True and ready["index_version"] == "v000001" and ready["model_id"] == "hash:32"
+    assert ready["request_threads"] >= 2  # auto: one per core, at least two
     spec = server.request("GET", "/openapi.json").json()
     assert {"/search", "/rerank", "/health", "/ready", "/metrics"} <= set(spec["paths"])
     rerank_body = spec["paths"]["/rerank"]["post"]["requestBody"]["content"]["application/json"]

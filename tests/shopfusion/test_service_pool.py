@@ -6,6 +6,8 @@ import threading
 
 import pytest
 
+from shopfusion.errors import ConfigError
+from shopfusion.service.app import request_threads
 from shopfusion.service.pool import LifoThreadPool
 
 
@@ -70,3 +72,14 @@ def test_shutdown_can_cancel_queued_work() -> None:
     gate.set()
     assert running.result(timeout=10) is True  # work already running finishes
     assert queued.cancelled()
+
+
+def test_request_threads_auto_follows_the_cores_and_the_lexical_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: {0, 1, 2}, raising=False)
+    assert request_threads(0, "tantivy") == (3, "auto: one per CPU core (3), the work is CPU-bound")
+    assert request_threads(0, "elasticsearch")[0] == 12  # requests wait on the network
+    assert request_threads(6, "tantivy") == (6, "service.threads")  # a setting given is applied
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: {0}, raising=False)
+    assert request_threads(0, "tantivy")[0] == 2
+    with pytest.raises(ConfigError, match="0 for one per CPU core"):
+        request_threads(-1, "tantivy")
