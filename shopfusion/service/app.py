@@ -518,6 +518,9 @@ def create_app(index_dir: str | os.PathLike[str], settings: Settings | None = No
 
 def app_from_environment() -> FastAPI:
     """The factory each `uvicorn --workers N` process calls (`shopfusion serve` sets the variables)."""
+    from shopfusion.service.server import configure_logging
+
+    configure_logging()  # a worker is a new interpreter: without this its access log would go nowhere
     index_dir = os.environ.get("SHOPFUSION_SERVE_INDEX") or os.environ.get("SHOPFUSION_INDEX")
     if not index_dir:
         raise ConfigError("set SHOPFUSION_SERVE_INDEX (or SHOPFUSION_INDEX) to the index directory to serve")

@@ -379,16 +379,22 @@ def test_api_key_is_never_shown_by_config_or_repr() -> None:
 
 
 def test_two_workers_share_the_port_and_sum_their_metrics(served_index: Path, tmp_path: Path) -> None:
-    with running_server(served_index, tmp_path / "workers.log", {"SHOPFUSION_SERVICE_WORKERS": "2"}) as server:
+    # every worker process rebuilds its settings: what the command line set must reach all of them
+    args = ("--workers", "2", "--threads", "3", "--api-key-env", "SF_TEST_KEY", "--log-queries")
+    key = {"Authorization": "Bearer s3cret"}
+    with running_server(served_index, tmp_path / "workers.log", {"SF_TEST_KEY": "s3cret"}, args) as server:
         deadline = time.monotonic() + 60  # /ready answered by one worker: wait until both have loaded
-        while server.request("GET", "/metrics").body.decode().count("shopfusion_index_info{") < 2:
+        while server.request("GET", "/metrics", headers=key).body.decode().count("shopfusion_index_info{") < 2:
             assert time.monotonic() < deadline, server.log()[-2000:]
             time.sleep(0.1)
         for _ in range(6):
-            assert server.post("/search", {"query": "drill"}).status == 200
-        metrics = server.request("GET", "/metrics").body.decode()
+            assert server.post("/search", {"query": "drill"}, headers=key).status == 200
+            assert server.post("/search", {"query": "drill"}).status == 401  # no worker without the key
+        assert server.request("GET", "/ready").json()["request_threads"] == 3
+        metrics = server.request("GET", "/metrics", headers=key).body.decode()
         assert 'shopfusion_requests_total{endpoint="/search",status="200"} 6.0' in metrics
         assert metrics.count('shopfusion_index_info{model_id="hash:32",pid=') >= 2  # one series per worker pid
+        assert '"query": "drill"' in server.log() and "s3cret" not in server.log()
 
 
 def test_not_ready_until_an_index_is_published(tmp_path: Path) -> None:
