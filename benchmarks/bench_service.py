@@ -167,6 +167,7 @@ def _paired(client: Any, port: int, searches: list[str], reranks: list[tuple[str
     for name, calls in work.items():
         local: list[float] = []
         remote: list[float] = []
+        server: list[dict[str, float]] = []
         errors = 0
         for i, (call, (path, body)) in enumerate(calls):
             for first in ((0, 1) if i % 2 == 0 else (1, 0)):
@@ -181,12 +182,26 @@ def _paired(client: Any, port: int, searches: list[str], reranks: list[tuple[str
                     if response.status != 200:
                         errors += 1
                     remote.append(time.perf_counter() - t0)
+                    server.append(_server_timing(response.getheader("server-timing", "")))
         out[name] = {"in_process": _summary(local[10:], sum(local[10:]), 0),
                      "http": _summary(remote[10:], sum(remote[10:]), errors),
                      "overhead_p50_ms": round(statistics.median(
-                         r - lo for r, lo in zip(remote[10:], local[10:], strict=True)) * 1000, 3)}
+                         r - lo for r, lo in zip(remote[10:], local[10:], strict=True)) * 1000, 3),
+                     "server_timing_p50_ms": {part: round(statistics.median(t[part] for t in server[10:]), 3)
+                                              for part in ("queue", "work", "total")
+                                              if all(part in t for t in server[10:])}}
         click.echo(f"  paired {name}: {out[name]}", err=True)
     connection.close()
+    return out
+
+
+def _server_timing(header: str) -> dict[str, float]:
+    """The service's `Server-Timing` header (`work;dur=7.1, total;dur=8.0`) as {name: milliseconds}."""
+    out = {}
+    for part in header.split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        if duration:
+            out[name] = float(duration)
     return out
 
 
@@ -280,6 +295,11 @@ def _print(report: dict[str, Any], levels: tuple[int, ...]) -> None:
         click.echo(f"{name:<8} HTTP overhead at c=1: {paired['overhead_p50_ms']:+.2f} ms (median paired difference;"
                    f" goal <= 2); c={levels[-1]} vs c={levels[0]} throughput x{top['rps'] / first['rps']:.2f},"
                    f" errors {top['errors']}")
+        timing = paired.get("server_timing_p50_ms", {})
+        if {"work", "total"} <= set(timing):
+            click.echo(f"{name:<8} server side at c=1 (Server-Timing p50): waiting for a thread {timing.get('queue', 0):.2f}"
+                       f" ms, work {timing['work']:.2f} ms (in-process {paired['in_process']['p50_ms']:.2f}),"
+                       f" total {timing['total']:.2f} ms; round trip {paired['http']['p50_ms']:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -97,12 +97,19 @@ def _open_binary(path: Path) -> IO[bytes]:
     else:
         handle = path.open("rb")
     try:
-        head = handle.peek(4)[:4] if hasattr(handle, "peek") else b""  # type: ignore[union-attr]
+        head = handle.peek(512)[:512] if hasattr(handle, "peek") else b""  # type: ignore[union-attr]
     except (OSError, EOFError, zlib.error) as exc:
         handle.close()
         raise _stream_error(path, 0, exc) from exc
     _check_text_encoding(path, head)
     return handle
+
+
+_BINARY_FORMATS = {b"PAR1": "a Parquet file", b"PK\x03\x04": "a ZIP archive (or an Excel workbook)",
+                   _GZIP_MAGIC: "gzip-compressed"}
+_BINARY_FIX = {b"PAR1": "name it .parquet (or pass --format parquet)",
+               b"PK\x03\x04": "unzip it, or save the sheet as CSV (UTF-8)",
+               _GZIP_MAGIC: "name it with .gz at the end (or pass the uncompressed file)"}
 
 
 def _check_text_encoding(path: Path, head: bytes) -> None:
@@ -113,6 +120,12 @@ def _check_text_encoding(path: Path, head: bytes) -> None:
     if len(head) >= 2 and head[:2].count(0) == 1:  # "{\0" or "\0{": UTF-16 without a byte-order mark
         raise CatalogError(f"{path} looks like UTF-16 text (NUL bytes between characters): re-export it as"
                            " UTF-8")
+    for magic, what in _BINARY_FORMATS.items():
+        if head.startswith(magic):
+            raise CatalogError(f"{path} is {what}, not JSONL or CSV text: {_BINARY_FIX[magic]}")
+    if head.count(0) > max(2, len(head) // 64):  # not text (a stray NUL in a row is that row's problem)
+        raise CatalogError(f"{path} is a binary file (NUL bytes in its first {len(head)} bytes), not JSONL or"
+                           " CSV text: check the path, or export the catalog as JSONL, CSV or Parquet")
 
 
 def _stream_error(path: Path, line: int, exc: BaseException) -> CatalogError:

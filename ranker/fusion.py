@@ -28,7 +28,7 @@ Edge cases:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shopfusion.errors import FusionError
@@ -125,25 +125,72 @@ def fuse(legs: Mapping[str, Sequence[LegHit]], config: FusionConfig,
     if order:
         ids.update(dict.fromkeys(order))
 
-    fused: list[tuple[float, int, int, str, dict[str, LegScore]]] = []
+    tables = _LegTables(per_leg, weights, floors)
+    columns = [(entries, weights[leg], floors[leg]) for leg, entries in per_leg.items()]
+    fused: list[tuple[float, int, int, str]] = []
     for pid in ids:
         total = 0.0
-        breakdown: dict[str, LegScore] = {}
         best_rank = math.inf
-        for leg, entries in per_leg.items():
+        for entries, weight, floor in columns:  # the same sums, in the same order, as LegTables.breakdown
             entry = entries.get(pid)
             if entry is None or math.isnan(entry[1]):
-                contribution = weights[leg] * floors[leg]
-                breakdown[leg] = LegScore(raw=None if entry is None else entry[0], normalized=None,
-                                          rank=None if entry is None else entry[2], contribution=contribution)
+                total += weight * floor
+            else:
+                total += weight * entry[1]
+                if weight > 0 and entry[2] < best_rank:
+                    best_rank = entry[2]
+        position = order.get(pid, len(order)) if order else 0
+        fused.append((total, int(best_rank) if best_rank != math.inf else 1 << 30, position, pid))
+    fused.sort(key=lambda item: (-item[0], item[1], item[2], item[3]))
+    return [Fused(pid, score, _Breakdown(pid, tables)) for score, _, _, pid in fused]
+
+
+@dataclass(frozen=True)
+class _LegTables:
+    """One fusion's per-leg entries (raw score, normalised value, rank), weights and floors."""
+
+    per_leg: Mapping[str, Mapping[str, tuple[float, float, int]]]
+    weights: Mapping[str, float]
+    floors: Mapping[str, float]
+
+    def breakdown(self, pid: str) -> dict[str, LegScore]:
+        out: dict[str, LegScore] = {}
+        for leg, entries in self.per_leg.items():
+            entry = entries.get(pid)
+            if entry is None or math.isnan(entry[1]):
+                out[leg] = LegScore(raw=None if entry is None else entry[0], normalized=None,
+                                    rank=None if entry is None else entry[2],
+                                    contribution=self.weights[leg] * self.floors[leg])
             else:
                 raw, value, rank = entry
-                contribution = weights[leg] * value
-                if weights[leg] > 0:
-                    best_rank = min(best_rank, rank)
-                breakdown[leg] = LegScore(raw=raw, normalized=value, rank=rank, contribution=contribution)
-            total += contribution
-        position = order.get(pid, len(order)) if order else 0
-        fused.append((total, int(best_rank) if best_rank != math.inf else 1 << 30, position, pid, breakdown))
-    fused.sort(key=lambda item: (-item[0], item[1], item[2], item[3]))
-    return [Fused(pid, score, breakdown) for score, _, _, pid, breakdown in fused]
+                out[leg] = LegScore(raw=raw, normalized=value, rank=rank, contribution=self.weights[leg] * value)
+        return out
+
+
+class _Breakdown(Mapping[str, LegScore]):
+    """Each leg's share of one fused score, built when first read: a query fuses hundreds of candidates
+    and shows a page of them, so building every breakdown up front was most of the cost of `fuse`."""
+
+    __slots__ = ("_pid", "_tables", "_legs")
+
+    def __init__(self, pid: str, tables: _LegTables) -> None:
+        self._pid = pid
+        self._tables = tables
+        self._legs: dict[str, LegScore] | None = None
+
+    def _built(self) -> dict[str, LegScore]:
+        if self._legs is None:
+            self._legs = self._tables.breakdown(self._pid)
+        return self._legs
+
+    def __getitem__(self, leg: str) -> LegScore:
+        return self._built()[leg]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self._built())
+
+    def __repr__(self) -> str:
+        return repr(self._built())

@@ -680,13 +680,18 @@ def worker(ctx: click.Context, concurrency: int | None, loglevel: str) -> None:
 @INDEX_OPTION
 @click.option("--host", help="Address to listen on (default service.host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default service.port, 8000).")
-@click.option("--workers", type=click.IntRange(min=1), help="Server processes (default service.workers, 1).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Server processes, each with its own copy of the index and model (default service.workers, 1);"
+                   " on N cores, N workers serve more requests/s than one (Python runs one thread at a time).")
+@click.option("--threads", type=click.IntRange(min=0),
+              help="Request threads per worker (default service.threads, 0 = one per CPU core; 4 per core with"
+                   " Elasticsearch).")
 @click.option("--api-key-env", metavar="VAR",
               help="Read the bearer API key from this environment variable (default SHOPFUSION_SERVICE_API_KEY).")
 @click.option("--log-queries", is_flag=True, default=None, help="Put query text in the access log (off by default).")
 @click.pass_context
 def serve(ctx: click.Context, index_dir: str, host: str | None, port: int | None, workers: int | None,
-          api_key_env: str | None, log_queries: bool | None) -> None:
+          threads: int | None, api_key_env: str | None, log_queries: bool | None) -> None:
     """Serve search and re-ranking over HTTP: POST /search, POST /rerank, GET /health, /ready, /metrics.
 
     The index and the model load once per worker; a version published by `shopfusion index` is picked up
@@ -705,8 +710,8 @@ def serve(ctx: click.Context, index_dir: str, host: str | None, port: int | None
         return value
 
     api_key = _run(key_from_env)
-    settings = _run(lambda: _settings(ctx, service=dict(host=host, port=port, workers=workers, api_key=api_key,
-                                                        log_queries=log_queries)))
+    settings = _run(lambda: _settings(ctx, service=dict(host=host, port=port, workers=workers, threads=threads,
+                                                        api_key=api_key, log_queries=log_queries)))
 
     def start() -> None:
         from shopfusion.service.server import serve as run_server

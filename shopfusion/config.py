@@ -186,8 +186,9 @@ class ServiceSettings:
     port: int = 8000
     workers: int = 1
     """Server processes; each loads the index and the model once."""
-    threads: int = 4
-    """Request threads per worker doing the CPU work (retrieval, fusion); encodes go through one batcher."""
+    threads: int = 0
+    """Request threads per worker doing the work (retrieval, fusion, query encodes); 0 = auto: one per CPU
+    core (at least 2), four per core with Elasticsearch as the lexical leg. The service logs the value."""
     max_inflight: int = 64
     """Requests one worker accepts at once; more get 503 with Retry-After (shed load, don't queue forever)."""
     max_body_bytes: int = 8 * 1024 * 1024

@@ -17,6 +17,7 @@ import csv
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -181,8 +182,10 @@ def compare_runs(runs: Mapping[str, Run], qrels: Qrels, metrics: Sequence[str] =
         means = {ranx_runs[0].name: evaluate(runs[ranx_runs[0].name], qrels, metrics, min_grade=min_grade)}
         return {"stat_test": stat_test, "max_p": max_p, "queries": len(int_qrels), "means": means,
                 "p_values": {}, "win_tie_loss": {}}
-    report = compare(RanxQrels.from_dict(int_qrels), ranx_runs, metrics=metrics, stat_test=stat_test, max_p=max_p,
-                     random_seed=seed, rounding_digits=12).to_dict()
+    with warnings.catch_warnings():  # runs with identical per-query values: handled below (p = 1)
+        warnings.filterwarnings("ignore", message="Precision loss occurred", category=RuntimeWarning)
+        report = compare(RanxQrels.from_dict(int_qrels), ranx_runs, metrics=metrics, stat_test=stat_test,
+                         max_p=max_p, random_seed=seed, rounding_digits=12).to_dict()
     names = [run.name for run in ranx_runs]
     return {
         "stat_test": stat_test, "max_p": max_p, "queries": len(int_qrels),

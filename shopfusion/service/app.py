@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,6 +46,7 @@ from shopfusion.service.models import (
     RerankBody,
     SearchBody,
 )
+from shopfusion.service.pool import LifoThreadPool
 from shopfusion.service.served import Generation, NotReadyError, ServedIndex
 from shopfusion.types import CATEGORY_SEPARATOR, AttributeFilter, Filters, Results
 
@@ -67,8 +67,8 @@ class ServiceState:
         self.metrics = ServiceMetrics()
         self.served = ServedIndex(index_dir, settings, on_batch=self.metrics.batch_size.observe,
                                   on_swap=self._swapped)
-        self.pool = ThreadPoolExecutor(max_workers=max(1, settings.service.threads),
-                                       thread_name_prefix="shopfusion-request")
+        self.threads, self.threads_reason = request_threads(settings.service.threads, "tantivy")
+        self.pool = LifoThreadPool(self.threads, thread_name_prefix="shopfusion-request")
         self.in_flight = 0
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -76,6 +76,12 @@ class ServiceState:
     def _swapped(self, new: Generation, old: Generation | None) -> None:
         self.metrics.serving(new.version, new.model_id)
         self.metrics.reloads.labels("initial" if old is None else "swapped").inc()
+        engine = str(new.client.searcher.manifest.lexical.get("engine", "tantivy"))
+        threads, reason = request_threads(self.settings.service.threads, engine)
+        if (threads, reason) != (self.threads, self.threads_reason) or old is None:
+            self.threads, self.threads_reason = threads, reason
+            self.pool.max_workers = threads
+            log.info("request threads: %d (%s)", threads, reason)
 
     def start(self) -> None:
         """Load the index in the background (/health answers at once, /ready once it is loaded), then
@@ -104,12 +110,20 @@ class ServiceState:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.served.close()
 
-    async def run(self, work: Callable[[Generation], T]) -> T:
-        """Run `work` on the current index version in the pool, within `service.request_timeout`."""
+    async def run(self, work: Callable[[Generation], T], timing: dict[str, Any] | None = None) -> T:
+        """Run `work` on the current index version in the pool, within `service.request_timeout`.
+        With `timing`, records how long the request waited for a thread (`queue`) and worked (`work`),
+        in seconds: the middleware sends them as a `Server-Timing` header."""
+        submitted = time.perf_counter()
 
         def task() -> T:
-            with self.served.lease() as generation:
-                return work(generation)
+            started = time.perf_counter()
+            try:
+                with self.served.lease() as generation:
+                    return work(generation)
+            finally:
+                if timing is not None:
+                    timing["queue"], timing["work"] = started - submitted, time.perf_counter() - started
 
         future = asyncio.get_running_loop().run_in_executor(self.pool, task)
         timeout = self.settings.service.request_timeout
@@ -119,6 +133,22 @@ class ServiceState:
             raise RequestTimeout(f"the request took longer than service.request_timeout = {timeout} s:"
                                  " ask for fewer candidates or a smaller k/depth, or raise"
                                  " SHOPFUSION_SERVICE_REQUEST_TIMEOUT") from None
+
+
+def request_threads(configured: int, engine: str) -> tuple[int, str]:
+    """How many request threads a worker runs, and why. `service.threads = 0` (the default) means auto:
+    one per CPU core this process may use (at least 2), since retrieval and fusion are CPU work and more
+    threads than cores only contend for the GIL (README, "HTTP service": on 2 cores, 2 threads served
+    1.11-1.13x the requests/s of 4 at concurrency 16); four per core when the lexical leg is Elasticsearch,
+    whose requests wait on the network."""
+    if configured < 0:
+        raise ConfigError(f"service.threads = {configured}: give a number of threads, or 0 for one per CPU core")
+    if configured > 0:
+        return configured, "service.threads"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if engine == "elasticsearch":
+        return max(4, 4 * cores), f"auto: 4 per CPU core ({cores}), the lexical leg waits on Elasticsearch"
+    return max(2, cores), f"auto: one per CPU core ({cores}), the work is CPU-bound"
 
 
 class RequestTimeout(ShopfusionError):
@@ -196,13 +226,26 @@ def _filters(body: FiltersBody | None) -> Filters | None:
                    price_max=body.price_max, price_below=body.price_below, attributes=attributes)
 
 
-def _results(results: Results, generation_version: str | None = None) -> Response:
-    """`Results.to_dict()` as it is (no response model: new fields pass through), encoded with orjson."""
+def _encoded(results: Results) -> bytes:
+    """`Results.to_dict()` as it is (no response model: new fields pass through), encoded with orjson.
+    Called on the request thread right after the work, while the results are still in its core's cache
+    (on the event loop, after a full-index scan, encoding ran cold: README, "HTTP service")."""
     import orjson
 
+    return orjson.dumps(results.to_dict(), option=orjson.OPT_NON_STR_KEYS)
+
+
+def _results(body: bytes, generation_version: str | None = None) -> Response:
     headers = {"X-Index-Version": generation_version} if generation_version else None
-    body = orjson.dumps(results.to_dict(), option=orjson.OPT_NON_STR_KEYS)
     return Response(body, media_type="application/json", headers=headers)
+
+
+def _server_timing(recorded: dict[str, Any], start: float) -> bytes:
+    """`Server-Timing` (W3C): milliseconds waiting for a request thread, working (including encoding the
+    response), and in all so far, so a client can tell network from service time."""
+    parts = [f"{name};dur={recorded[name] * 1000:.3f}" for name in ("queue", "work") if name in recorded]
+    parts.append(f"total;dur={(time.perf_counter() - start) * 1000:.3f}")
+    return ", ".join(parts).encode()
 
 
 # -- middleware ----------------------------------------------------------------------------------------
@@ -237,7 +280,8 @@ class ServiceMiddleware:
         async def send_wrapper(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 info["status"] = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode()),
+                                      (b"server-timing", _server_timing(scope["shopfusion"], start))]
             await send(message)
 
         async def receive_wrapper() -> dict[str, Any]:
@@ -383,15 +427,15 @@ def create_app(index_dir: str | os.PathLike[str], settings: Settings | None = No
         """Search the served index: BM25 and dense retrieval fused per query intent."""
         body = await _body(request, SearchBody)
 
-        def work(generation: Generation) -> tuple[Results, str]:
-            return generation.client.search(
+        def work(generation: Generation) -> tuple[bytes, str]:
+            return _encoded(generation.client.search(
                 body.query, k=body.k, filters=_filters(body.filters), fusion=body.fusion, alpha=body.alpha,
                 normalization=body.normalization, rrf_k=body.rrf_k, depth=body.depth, mode=body.mode,
                 explain=body.explain, facets=body.facets or (), facet_size=body.facet_size, sort=body.sort,
-                page=body.page, offset=body.offset), generation.version
+                page=body.page, offset=body.offset)), generation.version
 
-        results, version = await state.run(work)
-        return _results(results, version)
+        encoded, version = await state.run(work, request.scope["shopfusion"])
+        return _results(encoded, version)
 
     @app.post("/rerank", summary="Re-rank another engine's results",
               openapi_extra=body_doc("RerankBody", RerankBody))
@@ -402,14 +446,14 @@ def create_app(index_dir: str | os.PathLike[str], settings: Settings | None = No
         if body.candidates is None:
             raise QueryError("`candidates` is required: a list of ids/objects or a search response body")
 
-        def work(generation: Generation) -> tuple[Results, str]:
-            return generation.client.rerank(
+        def work(generation: Generation) -> tuple[bytes, str]:
+            return _encoded(generation.client.rerank(
                 body.query, body.candidates, fusion=body.fusion, alpha=body.alpha,
                 normalization=body.normalization, rrf_k=body.rrf_k, explain=body.explain,
-                engine_weight=body.engine_weight, fields=body.fields), generation.version
+                engine_weight=body.engine_weight, fields=body.fields)), generation.version
 
-        results, version = await state.run(work)
-        return _results(results, version)
+        encoded, version = await state.run(work, request.scope["shopfusion"])
+        return _results(encoded, version)
 
     @app.get("/attributes", summary="What the served index can filter, facet and sort on")
     async def attributes(values: int = 5) -> JSONResponse:
@@ -440,7 +484,7 @@ def create_app(index_dir: str | os.PathLike[str], settings: Settings | None = No
             return JSONResponse({"ready": False, "reason": state.served.error or "loading the index and models"},
                                 status_code=503, headers={"Retry-After": "1"})
         return JSONResponse({"ready": True, "index_version": current.version, "model_id": current.model_id,
-                             "loaded_at": current.loaded_at})
+                             "loaded_at": current.loaded_at, "request_threads": state.threads})
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
              responses={200: {"content": {"text/plain": {}}}})
@@ -474,6 +518,9 @@ def create_app(index_dir: str | os.PathLike[str], settings: Settings | None = No
 
 def app_from_environment() -> FastAPI:
     """The factory each `uvicorn --workers N` process calls (`shopfusion serve` sets the variables)."""
+    from shopfusion.service.server import configure_logging
+
+    configure_logging()  # a worker is a new interpreter: without this its access log would go nowhere
     index_dir = os.environ.get("SHOPFUSION_SERVE_INDEX") or os.environ.get("SHOPFUSION_INDEX")
     if not index_dir:
         raise ConfigError("set SHOPFUSION_SERVE_INDEX (or SHOPFUSION_INDEX) to the index directory to serve")

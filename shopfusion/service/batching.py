@@ -1,11 +1,16 @@
 """Micro-batching of query encodes: requests that arrive together share one forward pass.
 
-One thread per encoder owns the model. It takes the first waiting query, then everything else already
-queued (up to `max_batch`), and encodes them in one call; it never waits for more to arrive, so a lone
-request pays only a thread hand-off (tens of microseconds) and a burst pays one batched pass instead of
-N passes competing for the same cores. A single query uses the encoder's own one-query path
-(`encode_query`), so an idle service answers exactly as the in-process client does; a batch goes through
-`encode` (same model, padded batch: equal to within float rounding).
+The batcher combines: a request thread that finds the model idle encodes its own query on its own
+thread (no hand-off, so a lone request costs what the in-process client does); requests that arrive
+while the model is busy queue, and when the pass ends one of them takes everything queued (up to
+`max_batch`) and encodes it in one call for all of them. It never waits for more to arrive, so a burst
+pays one batched pass instead of N passes competing for the same cores, and the model only ever runs
+one pass at a time (no thread-count races between concurrent encodes). A single query uses the
+encoder's one-query path (`encode_query`), so an idle service answers exactly as the in-process client
+does; a batch goes through `encode` (same model, padded batch: equal to within float rounding).
+
+(An earlier version had one thread own the model; each lone request then paid two thread wake-ups,
+measurable on loopback: README, "HTTP service".)
 
 >>> from shopfusion.encoders import HashingEncoder
 >>> batcher = QueryBatcher(HashingEncoder(8))
@@ -16,7 +21,6 @@ N passes competing for the same cores. A single query uses the encoder's own one
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -24,8 +28,6 @@ from concurrent.futures import Future
 import numpy as np
 
 from shopfusion.encoders import Encoder
-
-_STOP = object()
 
 
 class QueryBatcher:
@@ -36,9 +38,9 @@ class QueryBatcher:
         self.inner = encoder
         self.max_batch = max(1, max_batch)
         self._on_batch = on_batch
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="shopfusion-query-batcher", daemon=True)
-        self._thread.start()
+        self._turn = threading.Condition()  # guards `_waiting` and `_busy`
+        self._waiting: list[tuple[str, Future[np.ndarray]]] = []
+        self._busy = False
 
     @property
     def model_id(self) -> str:
@@ -56,37 +58,36 @@ class QueryBatcher:
     def backend_id(self) -> str:
         return self.inner.backend_id
 
+    @property
+    def waiting(self) -> int:
+        """Queries queued behind the pass that is running."""
+        with self._turn:
+            return len(self._waiting)
+
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         return self.inner.encode(texts, batch_size)
 
     def encode_query(self, text: str) -> np.ndarray:
         future: Future[np.ndarray] = Future()
-        self._queue.put((text, future))
-        return future.result()
+        with self._turn:
+            self._waiting.append((text, future))
+        while True:
+            with self._turn:
+                while self._busy and not future.done():
+                    self._turn.wait()
+                if future.done():  # encoded by another request's pass
+                    return future.result()
+                self._busy = True  # this thread runs the next pass: its own query and whatever queued
+                batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+            try:
+                self._run(batch)
+            finally:
+                with self._turn:
+                    self._busy = False
+                    self._turn.notify_all()
 
     def close(self) -> None:
-        self._queue.put(_STOP)
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
-            self._run(batch)  # type: ignore[arg-type]
-            if stop:
-                return
+        """Nothing to stop (no thread of its own); kept so a served generation closes what it opened."""
 
     def _run(self, batch: list[tuple[str, Future[np.ndarray]]]) -> None:
         texts = [text for text, _ in batch]
@@ -95,11 +96,11 @@ class QueryBatcher:
                 vectors = [self.inner.encode_query(texts[0])]
             else:
                 vectors = list(self.inner.encode(texts, batch_size=len(texts)))
-        except BaseException as exc:  # hand the error to every waiting request, keep serving
+            if self._on_batch is not None:
+                self._on_batch(len(texts))
+        except BaseException as exc:  # hand the error to every request of the pass, keep serving
             for _, future in batch:
                 future.set_exception(exc)
             return
-        if self._on_batch is not None:
-            self._on_batch(len(texts))
         for (_, future), vector in zip(batch, vectors, strict=True):
             future.set_result(vector)

@@ -6,6 +6,7 @@ On SIGTERM (or Ctrl-C) uvicorn stops accepting connections, lets the requests in
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -50,6 +51,11 @@ def serve(index_dir: str | os.PathLike[str], settings: Settings, *, config: str 
         uvicorn.run(create_app(index_dir, settings), **options)  # type: ignore[arg-type]
         return
     os.environ["SHOPFUSION_SERVE_INDEX"] = str(Path(index_dir).resolve())
+    # each worker rebuilds its settings from the file and the environment: hand on what the command line
+    # set (the API key from --api-key-env, --threads, --log-queries), or the workers would run without it
+    for name, value in dataclasses.asdict(service).items():
+        if value is not None:
+            os.environ[f"SHOPFUSION_SERVICE_{name.upper()}"] = str(value)
     if config:
         os.environ["SHOPFUSION_CONFIG"] = str(Path(config).resolve())
     with tempfile.TemporaryDirectory(prefix="shopfusion-metrics-") as metrics_dir:

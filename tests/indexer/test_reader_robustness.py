@@ -156,6 +156,30 @@ def test_utf16_and_utf32_exports_are_a_catalog_error(tmp_path: Path, encoding: s
         list(read_catalog(path))
 
 
+@pytest.mark.parametrize("name", ["c.jsonl", "c.csv"])
+def test_binary_files_named_as_text_say_what_they_are_without_echoing_bytes(tmp_path: Path, name: str) -> None:
+    parquet = tmp_path / name
+    pq.write_table(pa.table({"id": ["a"], "title": ["Drill"]}), parquet)
+    with pytest.raises(CatalogError, match=r"is a Parquet file.*name it \.parquet"):
+        list(read_catalog(parquet))
+    packed = tmp_path / f"packed-{name}"
+    packed.write_bytes(gzip.compress(b"id,title\n1,x\n"))
+    with pytest.raises(CatalogError, match=r"gzip-compressed.*\.gz"):
+        list(read_catalog(packed))
+    binary = tmp_path / f"binary-{name}"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(200) + b"\xd0a\x00@")
+    with pytest.raises(CatalogError, match="is a binary file") as error:
+        list(read_catalog(binary))
+    assert "ELF" not in str(error.value)
+
+
+def test_a_stray_nul_in_a_text_catalog_is_that_rows_problem(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_bytes(b"id,title\n1,Dr\x00ill\n2,Hose\n")
+    results = _validated(path)
+    assert [r.id for r in results if isinstance(r, Product)][-1] == "2"
+
+
 def test_parquet_decimal_prices_and_map_attributes(tmp_path: Path) -> None:
     path = tmp_path / "c.parquet"
     table = pa.table({

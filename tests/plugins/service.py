@@ -50,7 +50,8 @@ class Reply:
 class Server:
     """One `shopfusion serve` subprocess; its stdout and stderr go to `log_path`."""
 
-    def __init__(self, index_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, index_dir: Path, log_path: Path, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.index_dir = index_dir
         self.log_path = log_path
         self.port = free_port()
@@ -58,7 +59,8 @@ class Server:
         full_env.pop("SHOPFUSION_CONFIG", None)
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "shopfusion.cli", "serve", "--index", str(index_dir), "--port", str(self.port)],
+            [sys.executable, "-m", "shopfusion.cli", "serve", "--index", str(index_dir), "--port", str(self.port),
+             *args],
             cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
@@ -115,8 +117,9 @@ def build_index(index_dir: Path, records: list[dict[str, Any]] | None = None) ->
 
 
 @contextlib.contextmanager
-def running_server(index_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
-    server = Server(index_dir, log_path, env)
+def running_server(index_dir: Path, log_path: Path, env: dict[str, str] | None = None,
+                   args: tuple[str, ...] = ()) -> Iterator[Server]:
+    server = Server(index_dir, log_path, env, args)
     try:
         server.wait_ready()
         yield server

@@ -39,6 +39,7 @@ def test_health_ready_openapi_and_docs(server: Server) -> None:
     assert server.request("GET", "/health").json() == {"status": "ok"}
     ready = server.request("GET", "/ready").json()
     assert ready["ready"] is True and ready["index_version"] == "v000001" and ready["model_id"] == "hash:32"
+    assert ready["request_threads"] >= 2  # auto: one per core, at least two
     spec = server.request("GET", "/openapi.json").json()
     assert {"/search", "/rerank", "/health", "/ready", "/metrics"} <= set(spec["paths"])
     rerank_body = spec["paths"]["/rerank"]["post"]["requestBody"]["content"]["application/json"]
@@ -62,6 +63,9 @@ def test_search_body_is_the_clients_results(server: Server, served_index: Path) 
         client.close()
     assert reply.json() == json.loads(json.dumps(expected))
     assert reply.json()["schema"] == "shopfusion.results/1" and reply.json()["hits"][0]["legs"]
+    timing = dict(part.strip().split(";dur=") for part in reply.headers["server-timing"].split(","))
+    assert set(timing) == {"queue", "work", "total"}
+    assert float(timing["work"]) <= float(timing["total"])
 
 
 def test_search_with_attribute_filters_facets_sort_and_pages(server: Server, served_index: Path) -> None:
@@ -375,16 +379,22 @@ def test_api_key_is_never_shown_by_config_or_repr() -> None:
 
 
 def test_two_workers_share_the_port_and_sum_their_metrics(served_index: Path, tmp_path: Path) -> None:
-    with running_server(served_index, tmp_path / "workers.log", {"SHOPFUSION_SERVICE_WORKERS": "2"}) as server:
+    # every worker process rebuilds its settings: what the command line set must reach all of them
+    args = ("--workers", "2", "--threads", "3", "--api-key-env", "SF_TEST_KEY", "--log-queries")
+    key = {"Authorization": "Bearer s3cret"}
+    with running_server(served_index, tmp_path / "workers.log", {"SF_TEST_KEY": "s3cret"}, args) as server:
         deadline = time.monotonic() + 60  # /ready answered by one worker: wait until both have loaded
-        while server.request("GET", "/metrics").body.decode().count("shopfusion_index_info{") < 2:
+        while server.request("GET", "/metrics", headers=key).body.decode().count("shopfusion_index_info{") < 2:
             assert time.monotonic() < deadline, server.log()[-2000:]
             time.sleep(0.1)
         for _ in range(6):
-            assert server.post("/search", {"query": "drill"}).status == 200
-        metrics = server.request("GET", "/metrics").body.decode()
+            assert server.post("/search", {"query": "drill"}, headers=key).status == 200
+            assert server.post("/search", {"query": "drill"}).status == 401  # no worker without the key
+        assert server.request("GET", "/ready").json()["request_threads"] == 3
+        metrics = server.request("GET", "/metrics", headers=key).body.decode()
         assert 'shopfusion_requests_total{endpoint="/search",status="200"} 6.0' in metrics
         assert metrics.count('shopfusion_index_info{model_id="hash:32",pid=') >= 2  # one series per worker pid
+        assert '"query": "drill"' in server.log() and "s3cret" not in server.log()
 
 
 def test_not_ready_until_an_index_is_published(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def test_waiting_queries_form_one_batch_with_the_same_vectors() -> None:
             first = pool.submit(batcher.encode_query, texts[0])
             assert encoder.entered.wait(10)
             rest = [pool.submit(batcher.encode_query, t) for t in texts[1:]]
-            while batcher._queue.qsize() < 8:  # all eight queued behind the gated first pass
+            while batcher.waiting < 8:  # all eight queued behind the gated first pass
                 threading.Event().wait(0.01)
             encoder.gate.set()
             vectors = [first.result(), *(f.result() for f in rest)]
@@ -76,3 +76,53 @@ def test_minilm_batched_vectors_equal_single_ones(minilm) -> None:  # type: igno
     batched = minilm.encode(texts, batch_size=len(texts))
     for text, vector in zip(texts, batched, strict=True):
         np.testing.assert_allclose(vector, minilm.encode_query(text), atol=1e-5)
+
+
+def test_a_lone_query_is_encoded_on_the_callers_thread() -> None:
+    class Recording(HashingEncoder):
+        thread: threading.Thread | None = None
+
+        def encode_query(self, text: str) -> np.ndarray:
+            self.thread = threading.current_thread()
+            return super().encode_query(text)
+
+    encoder = Recording(8)
+    batcher = QueryBatcher(encoder)
+    batcher.encode_query("drill")
+    assert encoder.thread is threading.current_thread()  # no hand-off to another thread
+    batcher.close()
+
+
+def test_many_concurrent_queries_get_their_own_vectors_and_one_pass_runs_at_a_time() -> None:
+    class Counting(HashingEncoder):
+        def __init__(self) -> None:
+            super().__init__(16)
+            self.running = 0
+            self.most = 0
+            self.lock = threading.Lock()
+
+        def _enter(self) -> None:
+            with self.lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+            threading.Event().wait(0.001)
+            with self.lock:
+                self.running -= 1
+
+        def encode_query(self, text: str) -> np.ndarray:
+            self._enter()
+            return super().encode_query(text)
+
+        def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+            self._enter()
+            return super().encode(texts, batch_size)
+
+    encoder = Counting()
+    batcher = QueryBatcher(encoder, max_batch=4)
+    texts = [f"query {i}" for i in range(200)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        vectors = list(pool.map(batcher.encode_query, texts))
+    reference = HashingEncoder(16)
+    for text, vector in zip(texts, vectors, strict=True):
+        np.testing.assert_allclose(vector, reference.encode_query(text))
+    assert encoder.most == 1 and batcher.waiting == 0
