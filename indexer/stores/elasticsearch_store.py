@@ -400,7 +400,11 @@ class ElasticsearchLexicalIndex:
     def facet_counts(self, ids: Sequence[str], requests: Sequence[FacetRequest]) -> dict[str, FacetCounts]:
         """Counts over the products `ids` in one request: terms, range and stats aggregations (all the
         attribute facets inside one `nested` aggregation, each under a filter on its key), with the `ids`
-        query selecting the products."""
+        query selecting the products. Only `aggregations` come back (`filter_path`), and the shard request
+        cache stays out of it: its key is the whole ~1,000-id request, so only an identical relevant set
+        (the next page of the same query) would hit it, while every other request pays for storing an
+        entry (facet step 6.07 vs 5.50 ms on Icecat, 4.40 vs 4.10 ms on Home Depot, cache on vs off,
+        alternating queries; README, issue 13)."""
         wanted = list(dict.fromkeys(ids))
         if not requests:
             return {}
@@ -417,7 +421,8 @@ class ElasticsearchLexicalIndex:
         self._ensure()
         with self._errors("facets"):
             response = self.client.search(index=self.name, query={"ids": {"values": wanted}}, size=0,
-                                          aggregations=aggregations, track_total_hits=False)
+                                          aggregations=aggregations, track_total_hits=False,
+                                          filter_path="aggregations", request_cache=False)
         found = response["aggregations"]
         counts: dict[str, FacetCounts] = {}
         for i, request in enumerate(requests):
