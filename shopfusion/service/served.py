@@ -15,6 +15,7 @@ with the same model reuses the loaded one (and its batcher).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import threading
@@ -29,6 +30,18 @@ from shopfusion.errors import ShopfusionError
 from shopfusion.service.batching import QueryBatcher
 
 log = logging.getLogger("shopfusion.service")
+
+
+def _freeze_loaded_objects() -> None:
+    """Move everything loaded so far (the model, the index, the policy: tens of thousands of long-lived
+    objects) out of the cyclic garbage collector's reach. Otherwise every full collection walks them all
+    while a request waits: 25-30 ms pauses in about one query in 300 on a 100k-product index, the largest
+    part of the p99 (README, "HTTP service"). Requests' own garbage is still collected as before."""
+    started = time.perf_counter()
+    gc.collect()
+    gc.freeze()
+    log.info("froze %d loaded objects for the garbage collector in %.0f ms", gc.get_freeze_count(),
+             (time.perf_counter() - started) * 1000)
 
 
 @dataclass(eq=False)
@@ -102,31 +115,39 @@ class ServedIndex:
             signature = (stat.st_ino, stat.st_mtime_ns)
             if signature == self._seen:
                 return False
+            gc.unfreeze()  # what the previous load froze may become garbage once its generation closes
             try:
-                generation = self._load()
-            except Exception as exc:
-                self._seen = signature  # retried when the manifest changes again, not in a hot loop
-                self.error = f"{type(exc).__name__}: {exc}" if self._current is None else None
-                log.error("index version not loaded, still serving %s: %s",
-                          self._current.version if self._current else "nothing", exc)
-                raise
-            self._seen = signature
-            if self._current is not None and generation.version == self._current.version:
-                generation.close()
-                return False
-            with self._lock:
-                old, self._current = self._current, generation
-                self.error = None
-                if old is not None:
-                    old.retired = True
-                close_old = old is not None and old.leases == 0
-            if close_old:
-                assert old is not None
-                old.close()
-            if self._on_swap is not None:
-                self._on_swap(generation, old)
-            log.info("serving index version %s (%s)", generation.version, generation.model_id)
-            return True
+                return self._swap_in(signature)
+            finally:
+                _freeze_loaded_objects()
+
+    def _swap_in(self, signature: tuple[int, int]) -> bool:
+        """Load the version the manifest names and make it the current one (under `_reload_lock`)."""
+        try:
+            generation = self._load()
+        except Exception as exc:
+            self._seen = signature  # retried when the manifest changes again, not in a hot loop
+            self.error = f"{type(exc).__name__}: {exc}" if self._current is None else None
+            log.error("index version not loaded, still serving %s: %s",
+                      self._current.version if self._current else "nothing", exc)
+            raise
+        self._seen = signature
+        if self._current is not None and generation.version == self._current.version:
+            generation.close()
+            return False
+        with self._lock:
+            old, self._current = self._current, generation
+            self.error = None
+            if old is not None:
+                old.retired = True
+            close_old = old is not None and old.leases == 0
+        if close_old:
+            assert old is not None
+            old.close()
+        if self._on_swap is not None:
+            self._on_swap(generation, old)
+        log.info("serving index version %s (%s)", generation.version, generation.model_id)
+        return True
 
     def _load(self) -> Generation:
         client = Client(self.index_dir, settings=self.settings)
