@@ -30,6 +30,17 @@ class CountingExecutor(LocalExecutor):
             self.texts.extend(batch.texts)
         return super().map(model, batches, backend=backend)
 
+def assert_vectors_match_a_plain_run(catalog: Path, index_dir: Path, version: str, settings: Settings) -> None:
+    """The vectors of `version` in `index_dir` equal those of a plain run over the same catalog (built
+    beside it, in `ref`): resuming or precomputing changes where vectors come from, never what they are."""
+    reference = run_index(catalog, index_dir.parent / "ref", settings=settings)
+    a = FaissVectorIndex(index_dir / "versions" / version / "vectors")
+    b = FaissVectorIndex(index_dir.parent / "ref" / "versions" / reference.version / "vectors")
+    assert a.ordered_ids() == b.ordered_ids()
+    np.testing.assert_allclose(np.stack(list(a.vectors(a.ordered_ids()).values())),
+                               np.stack(list(b.vectors(b.ordered_ids()).values())), atol=1e-6)
+
+
 
 class FailingExecutor(LocalExecutor):
     """Fails every batch holding a text with the word `poison`."""
@@ -172,9 +183,4 @@ def test_resume_reuses_journal(tmp_path: Path, tiny_catalog: Path, hash_settings
     executor = CountingExecutor()
     summary = run_index(tiny_catalog, tmp_path / "idx", settings=hash_settings, executor=executor)
     assert summary.resumed_vectors == 5 and summary.embedded == 7 and len(executor.texts) == 7
-    reference = run_index(tiny_catalog, tmp_path / "ref", settings=hash_settings)
-    a = FaissVectorIndex(tmp_path / "idx" / "versions" / summary.version / "vectors")
-    b = FaissVectorIndex(tmp_path / "ref" / "versions" / reference.version / "vectors")
-    assert a.ordered_ids() == b.ordered_ids()
-    np.testing.assert_allclose(np.stack(list(a.vectors(a.ordered_ids()).values())),
-                               np.stack(list(b.vectors(b.ordered_ids()).values())), atol=1e-6)
+    assert_vectors_match_a_plain_run(tiny_catalog, tmp_path / "idx", summary.version, hash_settings)

@@ -6,17 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from indexer.pipeline import run_index
 from indexer.precompute import embed_catalog
-from indexer.stores.faiss_store import FaissVectorIndex
 from shopfusion.cli import main
 from shopfusion.config import Settings
 from shopfusion.errors import ConfigError
-from tests.indexer.test_pipeline import CountingExecutor
+from tests.indexer.test_pipeline import CountingExecutor, assert_vectors_match_a_plain_run
 
 
 def test_embed_in_chunks_then_index_without_embedding(tmp_path: Path, tiny_catalog: Path,
@@ -30,12 +28,7 @@ def test_embed_in_chunks_then_index_without_embedding(tmp_path: Path, tiny_catal
     executor = CountingExecutor()
     summary = run_index(tiny_catalog, tmp_path / "idx", settings=hash_settings, vectors=out, executor=executor)
     assert summary.precomputed_vectors == 12 and summary.embedded == 0 and executor.texts == []
-    reference = run_index(tiny_catalog, tmp_path / "ref", settings=hash_settings)
-    a = FaissVectorIndex(tmp_path / "idx" / "versions" / summary.version / "vectors")
-    b = FaissVectorIndex(tmp_path / "ref" / "versions" / reference.version / "vectors")
-    assert a.ordered_ids() == b.ordered_ids()
-    np.testing.assert_allclose(np.stack(list(a.vectors(a.ordered_ids()).values())),
-                               np.stack(list(b.vectors(b.ordered_ids()).values())), atol=1e-6)
+    assert_vectors_match_a_plain_run(tiny_catalog, tmp_path / "idx", summary.version, hash_settings)
     assert set(summary.phases) == {"read", "plan", "embed", "store", "lexical", "vectors", "publish"}
 
 

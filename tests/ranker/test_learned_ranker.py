@@ -82,9 +82,8 @@ def test_contributions_sum_to_the_score(shop) -> None:  # type: ignore[no-untype
         assert sum(c.contribution for c in items) == pytest.approx(scores[row], abs=1e-6)
 
 
-def test_no_training_serving_skew(shop, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The vectors `shopfusion train ranker` learns from are exactly those `search` computes."""
-    searcher, path, cache = shop
+def served_features(monkeypatch: pytest.MonkeyPatch) -> dict[str, np.ndarray]:
+    """The feature vectors the ranking stage computes from now on, by product id (filled as it serves)."""
     served: dict[str, np.ndarray] = {}
     original = stage_module.extract
 
@@ -94,6 +93,13 @@ def test_no_training_serving_skew(shop, monkeypatch) -> None:  # type: ignore[no
         return matrix
 
     monkeypatch.setattr(stage_module, "extract", spy)
+    return served
+
+
+def test_no_training_serving_skew(shop, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The vectors `shopfusion train ranker` learns from are exactly those `search` computes."""
+    searcher, path, cache = shop
+    served = served_features(monkeypatch)
     _, queries, _ = shop_catalog()
     cached = extract_features(searcher, list(queries.values()), cache_dir=cache)  # from the training cache
     for text in list(queries.values())[:10]:
@@ -116,15 +122,7 @@ def test_feature_cache_is_reused(shop, monkeypatch) -> None:  # type: ignore[no-
 
 def test_rerank_scores_outside_candidates_with_the_index_statistics(shop, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     searcher, path, _ = shop
-    served: dict[str, np.ndarray] = {}
-    original = stage_module.extract
-
-    def spy(candidates, needed=None):  # type: ignore[no-untyped-def]
-        matrix = original(candidates, needed)
-        served.update(zip(candidates.ids, matrix, strict=True))
-        return matrix
-
-    monkeypatch.setattr(stage_module, "extract", spy)
+    served = served_features(monkeypatch)
     products, _, _ = shop_catalog()
     known = [p for p in products if "hose" in p.title][:4]
     copy = Product("outside-1", known[0].title, known[0].description, known[0].brand, known[0].category_path,
