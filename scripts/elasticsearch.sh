@@ -152,11 +152,15 @@ start() {
     if [[ "$(id -u)" == 0 ]]; then
         ensure_user
         chown -R "$ES_USER:" "$HOME_DIR" "$RUN_DIR"
-        # The user must reach the server and run dirs through every parent directory (e.g. /root).
-        local dir="$CACHE_DIR"
-        while [[ "$dir" != "/" ]]; do
-            runuser -u "$ES_USER" -- test -x "$dir" || chmod o+x "$dir"
-            dir="$(dirname "$dir")"
+        # The user must reach the server and run dirs through every parent directory (e.g. /root, or a
+        # `mktemp -d` directory holding SHOPFUSION_ES_RUN_DIR).
+        local top dir
+        for top in "$CACHE_DIR" "$RUN_DIR"; do
+            dir="$top"
+            while [[ "$dir" != "/" ]]; do
+                runuser -u "$ES_USER" -- test -x "$dir" || chmod o+x "$dir"
+                dir="$(dirname "$dir")"
+            done
         done
         run_as=(runuser -u "$ES_USER" --)
     fi
