@@ -25,7 +25,7 @@ import numpy as np
 
 from indexer.vectorfile import EmbeddingJournal
 from shopfusion.errors import IndexStateError
-from shopfusion.types import Product
+from shopfusion.types import Product, normalize_text
 
 __all__ = ["EmbeddingJournal", "ProductStore", "StoredProduct", "StoreRow"]
 StoreRow = tuple[str, str, str, str, str | None, int | None]
@@ -166,6 +166,19 @@ class ProductStore:
         """id -> (content hash, text hash) for every product."""
         return {pid: (c, t) for pid, c, t in self._conn.execute(
             "SELECT id, content_hash, text_hash FROM products")}
+
+    @_translated
+    def attribute_counts(self) -> dict[str, int]:
+        """Normalised attribute name -> how many products name it (SQLite's JSON functions read the
+        stored documents; no product is parsed in Python)."""
+        counts: dict[str, int] = {}
+        for name, n in self._conn.execute(
+                "SELECT a.key, COUNT(*) FROM products, json_each(products.doc, '$.attributes') AS a"
+                " GROUP BY a.key"):
+            key = normalize_text(str(name))
+            if key:
+                counts[key] = counts.get(key, 0) + int(n)
+        return counts
 
     def iter_stored(self, batch: int = 1000) -> Iterator[StoredProduct]:
         """Every product in id order (the order both legs are built in)."""

@@ -423,6 +423,7 @@ class _IndexRun:
             kind = self._vector_kind(count)
             started = time.perf_counter()
             lexical = open_lexical(self.settings, build, version, self.directory.namespace, create=True)
+            lexical.plan_attribute_fields(store.attribute_counts)
             self._add_time("lexical", time.perf_counter() - started)
             tuning = tuning_from(self.settings, kind)
             builder = VectorIndexBuilder(build / "vectors", dim=self.encoder.dim, kind=kind, expected=count,

@@ -38,7 +38,7 @@ from ranker.view import ResultView, ViewPlan, plan_view
 from shopfusion.artifacts import EncoderRef
 from shopfusion.config import Settings
 from shopfusion.encoders import Encoder, load_encoder
-from shopfusion.errors import BackendError, IndexStateError, QueryError
+from shopfusion.errors import BackendError, ConfigError, IndexStateError, QueryError
 from shopfusion.types import (
     Candidate,
     Facets,
@@ -92,6 +92,10 @@ class HybridSearcher:
     def __init__(self, index_dir: str | Path, settings: Settings | None = None,
                  policy: Policy | None = None) -> None:
         self.settings = settings or Settings()
+        threads = self.settings.search.vector_threads
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise ConfigError(f"search.vector_threads must be a whole number >= 0, got {threads!r}: the OpenMP"
+                              " threads of one query's vector search (1, the default; 0: one per core)")
         self.directory = IndexDirectory(index_dir)
         self.manifest: Manifest = self.directory.read_manifest()
         version_dir = self.directory.version_path(self.manifest.version)
@@ -103,7 +107,8 @@ class HybridSearcher:
         self.width = effective_width(self.manifest.vector, self.settings)
         """The dense leg's search width: explicit settings, else what the build tuned (`ann_tuning`)."""
         ef_search, nprobe = self.width.widths(self.settings.index)
-        self.vectors = FaissVectorIndex(version_dir / "vectors", ef_search=ef_search, nprobe=nprobe)
+        self.vectors = FaissVectorIndex(version_dir / "vectors", ef_search=ef_search, nprobe=nprobe,
+                                        query_threads=self.settings.search.vector_threads)
         try:
             _refuse_damaged(version_dir, self.manifest, self.vectors)
         except IndexStateError:

@@ -119,6 +119,10 @@ class SearchSettings:
     on_leg_failure: Literal["degrade", "fail"] = "degrade"
     """When one retrieval leg's engine is down (Elasticsearch unreachable, say): `degrade` answers a hybrid
     search from the other leg with a warning in the results; `fail` raises the backend's error."""
+    vector_threads: int = 1
+    """OpenMP threads one query's FAISS search uses (0: FAISS's default, one per core). One thread per
+    query is faster for single queries and leaves the other cores to concurrent requests and to a
+    co-located Elasticsearch (README, issue 13)."""
     ranker: str = "none"
     """Learned ranking stage after fusion: `none`, or the directory of a ranker written by
     `shopfusion train ranker` (it then orders the union of both legs' candidates)."""
@@ -140,6 +144,10 @@ class ElasticsearchSettings:
     bm25_b: float = 0.75
     chunk_size: int = 500
     max_chunk_bytes: int = 10 * 1024 * 1024
+    attribute_fields: int = 1000
+    """Attributes (those most products have) that get keyword / numeric fields of their own in a new index
+    version, for fast filters and facets; the rest share one nested field. 0: every attribute nested.
+    The index's mapping holds about twice this many fields."""
 
     __repr__ = lambda self: _redacted_repr(self)  # noqa: E731
 

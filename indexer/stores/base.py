@@ -12,7 +12,7 @@ reference semantics are `reference_facet_counts`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
@@ -137,6 +137,11 @@ class LexicalIndex(Protocol):
     """A BM25 index over product text (title boosted, brand, description, category, attributes)."""
 
     name: str
+
+    def plan_attribute_fields(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Before a new version's first write: how many products have each attribute (normalised name ->
+        products, asked for only by an engine that lays attributes out by it; see the Elasticsearch store)."""
+        ...
 
     def upsert(self, products: Iterable[Product]) -> BulkReport:
         """Add or replace products by id; failures are reported per product, never raised one by one."""

@@ -4,10 +4,20 @@ One object owns both the index mapping and the queries that read it, so indexing
 drift apart. The semantics match the embedded tantivy store: text fields title (boost 2), brand,
 description, category (the path joined with " > ") and attributes, scored as the sum of per-field BM25
 (`multi_match` of type `most_fields`, operator OR); filters run in filter context on keyword fields
-(`category_prefix`: every ancestor of the path, `brand_key`), a numeric `price`, and `attrs`, a `nested`
-field with one object per attribute (`key`, normalised `value`, and `number` when the value is one), so
-a catalog with thousands of attribute names needs no mapping change; semantics of `Filters.matches`.
-Facets are Elasticsearch aggregations (terms, range, stats; nested for attributes) over the given ids.
+(`category_prefix`: every ancestor of the path, `brand_key`), a numeric `price`, and the attributes;
+semantics of `Filters.matches`. Facets are Elasticsearch aggregations (terms, range, stats) over the
+given ids.
+
+Attributes: the `elasticsearch.attribute_fields` (1,000) attributes the most products have get fields of
+their own, planned when a version's index is created (`plan_attribute_fields`, from the product store's
+counts) and recorded in the mapping's `_meta`: `attr_values.<field>` (keyword, the normalised value) and
+`attr_numbers.<field>` (double, when the value is a number). Every other attribute goes to `attrs`, a
+`nested` field with one object per attribute (`key`, `value`, `number`), so a catalog with thousands of
+attribute names stays within a bounded mapping. Filters and facets read an attribute where it lives; an
+attribute's own fields make its filters and facets plain keyword / numeric queries and aggregations
+instead of nested ones (facets over ~1,000 products 2.1 / 1.7 ms faster on Icecat / Home Depot in the
+search, README, issue 13), and a catalog whose attributes all have fields stores no nested documents. An
+index built before this layout (no `_meta` plan) keeps every attribute nested and is read as such.
 
 Each index version is a concrete index `{prefix}-{namespace}-{version}` behind the alias
 `{prefix}-{namespace}`; `activate()` moves the alias in one atomic `_aliases` call, so readers switch from
@@ -29,7 +39,7 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -69,6 +79,9 @@ CATEGORY_TERMS = 10_000
 """Category facets count every prefix of the relevant set's paths in one terms aggregation this wide."""
 
 _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_FIELD_CHARS = re.compile(r"[^0-9a-z_]+")
+_BASE_FIELDS = 100
+"""Mapped fields besides the attribute fields (the text and keyword fields, `attrs`, with room to spare)."""
 
 
 class ElasticsearchLexicalIndex:
@@ -111,19 +124,40 @@ class ElasticsearchLexicalIndex:
         self.max_backoff = max_backoff
         self._client: Elasticsearch | None = None
         self._ready = False
+        self._planned: dict[str, str] = {}
+        self._shards = shards
+        self._fields: dict[str, str] = {}
+        """Attribute name -> its own field's name (`attr_values.<field>`), as this version's index has them."""
 
     def __repr__(self) -> str:
         return f"ElasticsearchLexicalIndex({self.name!r}, hosts={_redacted_hosts(self.settings)})"
 
     # -- the mapping and the documents it describes ---------------------------------------------------
+    def plan_attribute_fields(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Give the `elasticsearch.attribute_fields` attributes with the most products (`counts()`:
+        normalised name -> products; ties by name) fields of their own in the index this object creates.
+        Call it before the first write; an index that already exists keeps the plan it was created with
+        (its documents were written by it), so a resumed build stays consistent."""
+        cap = self.settings.attribute_fields
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
+            raise ConfigError(f"elasticsearch.attribute_fields must be a whole number >= 0, got {cap!r}: the"
+                              " number of attributes with fields of their own (0: all in one nested field)")
+        if not self.create or self._ready or cap == 0:
+            return
+        ranked = sorted(((-n, name) for name, n in counts().items() if name and n > 0))[:cap]
+        self._planned = {name: f"a{i}_{_FIELD_CHARS.sub('_', name)[:40].strip('_')}"  # unique by the number
+                         for i, (_, name) in enumerate(ranked)}
+
     def index_body(self) -> dict[str, Any]:
-        """Settings and mappings of a new version: analyzer and BM25 parameters from the settings."""
+        """Settings and mappings of a new version: analyzer and BM25 parameters from the settings, and
+        the planned attribute fields."""
         text = {"type": "text", "analyzer": self.settings.analyzer}
         index_settings: dict[str, Any] = {
             "number_of_shards": self.shards,
             "similarity": {
                 "default": {"type": "BM25", "k1": self.settings.bm25_k1, "b": self.settings.bm25_b}
             },
+            "mapping": {"total_fields": {"limit": max(1000, _BASE_FIELDS + 2 * len(self._fields))}},
         }
         if self.replicas is not None:
             index_settings["number_of_replicas"] = self.replicas
@@ -131,13 +165,18 @@ class ElasticsearchLexicalIndex:
             "settings": {"index": index_settings},
             "mappings": {
                 "dynamic": "strict",
-                "_meta": {"shopfusion": {"namespace": self.namespace, "version": self.version}},
+                "_meta": {"shopfusion": {"namespace": self.namespace, "version": self.version,
+                                         "attribute_fields": dict(self._fields)}},
                 "properties": {
                     "id": {"type": "keyword"},
                     **{field: dict(text) for field in FIELD_BOOSTS},
                     "brand_key": {"type": "keyword"},
                     "category_prefix": {"type": "keyword"},
                     "price": {"type": "double"},
+                    "attr_values": {"type": "object", "properties": {
+                        field: {"type": "keyword"} for field in self._fields.values()}},
+                    "attr_numbers": {"type": "object", "properties": {
+                        field: {"type": "double"} for field in self._fields.values()}},
                     "attrs": {"type": "nested", "properties": {
                         "key": {"type": "keyword"}, "value": {"type": "keyword"}, "number": {"type": "double"},
                     }},
@@ -146,8 +185,7 @@ class ElasticsearchLexicalIndex:
             },
         }
 
-    @staticmethod
-    def document(product: Product) -> dict[str, Any]:
+    def document(self, product: Product) -> dict[str, Any]:
         """The indexed document: analyzed text fields, normalised filter keys, and the product itself."""
         price = product.price
         if price is not None and not math.isfinite(float(price)):
@@ -165,10 +203,30 @@ class ElasticsearchLexicalIndex:
             "category_prefix": [normalize_category(product.category_path[:depth])
                                 for depth in range(1, len(product.category_path) + 1)],
             "price": price,
-            "attrs": [{"key": key, "value": value, "number": value_number(value)}
-                      for key, value in attribute_values(product).items()],
+            **self._attribute_document(attribute_values(product)),
             "product": stored,
         }
+
+    def _attribute_document(self, values: Mapping[str, str]) -> dict[str, Any]:
+        """Each attribute in its own fields where it has them, in `attrs` otherwise."""
+        own: dict[str, str] = {}
+        numbers: dict[str, float] = {}
+        nested: list[dict[str, Any]] = []
+        for key, value in values.items():
+            field = self._fields.get(key)
+            number = value_number(value)
+            if field is None:
+                nested.append({"key": key, "value": value, "number": number})
+                continue
+            own[field] = value
+            if number is not None:
+                numbers[field] = number
+        document: dict[str, Any] = {"attrs": nested}
+        if own:
+            document["attr_values"] = own
+        if numbers:
+            document["attr_numbers"] = numbers
+        return document
 
     # -- the queries that read it ---------------------------------------------------------------------
     @staticmethod
@@ -182,8 +240,7 @@ class ElasticsearchLexicalIndex:
             }
         }
 
-    @staticmethod
-    def filter_clauses(filters: Filters | None) -> list[dict[str, Any]]:
+    def filter_clauses(self, filters: Filters | None) -> list[dict[str, Any]]:
         """`Filters` as filter-context clauses (no effect on scores), semantics of `Filters.matches`."""
         if filters is None or filters.empty:
             return []
@@ -194,8 +251,25 @@ class ElasticsearchLexicalIndex:
             clauses.append({"terms": {"brand_key": list(filters.brand_keys)}})
         if filters.has_price:
             clauses.append({"range": {"price": _bounds(filters.price_min, filters.price_max, filters.price_below)}})
-        clauses.extend(_attribute_clause(attribute) for attribute in filters.attributes)
+        if filters.attributes:
+            self._ensure()  # which attributes have fields of their own
+        clauses.extend(self._attribute_clause(attribute) for attribute in filters.attributes)
         return clauses
+
+    def _attribute_clause(self, attribute: AttributeFilter) -> dict[str, Any]:
+        """One attribute filter: on the attribute's own fields, or a `nested` query on the object whose
+        `key` is the attribute's."""
+        field = self._fields.get(attribute.key)
+        values, numbers = ("attrs.value", "attrs.number") if field is None else \
+            (f"attr_values.{field}", f"attr_numbers.{field}")
+        inner: list[dict[str, Any]] = [] if field is not None else [{"term": {"attrs.key": attribute.key}}]
+        if attribute.values:
+            inner.append({"terms": {values: list(attribute.value_keys)}})
+        if attribute.is_range:
+            inner.append({"range": {numbers: _bounds(attribute.min, attribute.max, attribute.below)}})
+        if field is not None:
+            return inner[0] if len(inner) == 1 else {"bool": {"filter": inner}}
+        return {"nested": {"path": "attrs", "query": {"bool": {"filter": inner}}}}
 
     def query_body(self, query: str, filters: Filters | None = None,
                    ids: Sequence[str] | None = None) -> dict[str, Any]:
@@ -212,31 +286,53 @@ class ElasticsearchLexicalIndex:
         return self._client
 
     def _ensure(self) -> None:
-        """Check the index exists (create it with `create=True`) once, on first use."""
+        """Check the index exists (create it with `create=True`) once, on first use, and read which
+        attributes have fields of their own (the plan recorded when the index was created)."""
         if self._ready:
             return
         with self._errors("open"):
-            exists = bool(self.client.indices.exists(index=self.name))
-            if not exists and not self.create:
+            try:
+                mapping = self.client.indices.get(index=self.name, features="mappings,settings")
+            except _es().NotFoundError as exc:
+                if _error_type(exc) != "index_not_found_exception":
+                    raise
+                mapping = None
+            if mapping is None and not self.create:
                 raise BackendError(
                     f"Elasticsearch index {self.name} does not exist: build it first (`shopfusion index` "
                     f"with lexical = \"elasticsearch\"), or check elasticsearch.index_prefix and the version"
                 )
-            if not exists:
+            if mapping is None:
+                self._fields = dict(self._planned)
                 body = self.index_body()
                 try:
                     self.client.indices.create(index=self.name, settings=body["settings"],
                                                mappings=body["mappings"])
-                    logger.info("created Elasticsearch index %s", self.name)
+                    logger.info("created Elasticsearch index %s (%d attribute(s) with fields of their own)",
+                                self.name, len(self._fields))
                 except _es().BadRequestError as exc:
                     if _error_type(exc) != "resource_already_exists_exception":
                         raise
-            elif self.create:
-                # Resuming an interrupted build: the existing mapping must agree with ours.
-                mappings = self.index_body()["mappings"]
-                self.client.indices.put_mapping(index=self.name, dynamic=mappings["dynamic"],
-                                                meta=mappings["_meta"], properties=mappings["properties"])
+                    self._read_layout(self.client.indices.get(index=self.name, features="mappings,settings"))
+            else:
+                self._read_layout(mapping)
+                if self.create:
+                    # Resuming an interrupted build: the existing mapping must agree with ours; the
+                    # attribute fields stay those the index was created with (its documents use them)
+                    mappings = self.index_body()["mappings"]
+                    self.client.indices.put_mapping(index=self.name, dynamic=mappings["dynamic"],
+                                                    meta=mappings["_meta"], properties=mappings["properties"])
         self._ready = True
+
+    def _read_layout(self, response: Any) -> None:
+        """The attribute fields a version's `_meta` records ({} for an index built before they existed)
+        and its number of primary shards."""
+        indices: dict[str, Any] = dict(response)
+        body: dict[str, Any] = indices.get(self.name) or next(iter(indices.values()), {})
+        meta = (body.get("mappings") or {}).get("_meta") or {}
+        self._fields = dict((meta.get("shopfusion") or {}).get("attribute_fields") or {})
+        shards = ((body.get("settings") or {}).get("index") or {}).get("number_of_shards")
+        self._shards = int(shards) if shards else self.shards
 
     @contextlib.contextmanager
     def _errors(self, action: str) -> Iterator[None]:
@@ -398,27 +494,29 @@ class ElasticsearchLexicalIndex:
                 for rank, hit in enumerate(response["hits"]["hits"], start=1)]
 
     def facet_counts(self, ids: Sequence[str], requests: Sequence[FacetRequest]) -> dict[str, FacetCounts]:
-        """Counts over the products `ids` in one request: terms, range and stats aggregations (all the
-        attribute facets inside one `nested` aggregation, each under a filter on its key), with the `ids`
-        query selecting the products. Only `aggregations` come back (`filter_path`), and the shard request
-        cache stays out of it: its key is the whole ~1,000-id request, so only an identical relevant set
-        (the next page of the same query) would hit it, while every other request pays for storing an
-        entry (facet step 6.07 vs 5.50 ms on Icecat, 4.40 vs 4.10 ms on Home Depot, cache on vs off,
-        alternating queries; README, issue 13)."""
+        """Counts over the products `ids` in one request: terms, range and stats aggregations, with the
+        `ids` query selecting the products. An attribute with fields of its own is counted on them like a
+        built-in field; the others share one `nested` aggregation, each under a filter on its key. Only
+        `aggregations` come back (`filter_path`), and the shard request cache stays out of it: its key is
+        the whole ~1,000-id request, so only an identical relevant set (the next page of the same query)
+        would hit it, while every other request pays for storing an entry (facet step 6.07 vs 5.50 ms on
+        Icecat, 4.40 vs 4.10 ms on Home Depot, cache on vs off, alternating queries; README, issue 13)."""
         wanted = list(dict.fromkeys(ids))
         if not requests:
             return {}
+        self._ensure()
         aggregations: dict[str, Any] = {}
         nested: dict[str, Any] = {}
         for i, request in enumerate(requests):
-            body = _facet_aggregations(request, len(wanted))
-            if _is_attribute(request):  # one nested join for all of them, not one per attribute
+            field = self._facet_field(request)
+            body = _facet_aggregations(request, field or ("attrs.number" if request.kind == "range" else
+                                                          "attrs.value"), len(wanted), self._shards)
+            if field is None:  # one nested join for all of them, not one per attribute
                 nested[f"f{i}"] = {"filter": {"term": {"attrs.key": request.field}}, "aggs": body}
             else:
                 aggregations.update({f"f{i}_{part}": agg for part, agg in body.items()})
         if nested:
             aggregations["attrs"] = {"nested": {"path": "attrs"}, "aggs": nested}
-        self._ensure()
         with self._errors("facets"):
             response = self.client.search(index=self.name, query={"ids": {"values": wanted}}, size=0,
                                           aggregations=aggregations, track_total_hits=False,
@@ -426,10 +524,19 @@ class ElasticsearchLexicalIndex:
         found = response["aggregations"]
         counts: dict[str, FacetCounts] = {}
         for i, request in enumerate(requests):
-            parts = found["attrs"][f"f{i}"] if _is_attribute(request) else {
+            parts = found["attrs"][f"f{i}"] if f"f{i}" in nested else {
                 part: found[f"f{i}_{part}"] for part in ("terms", "stats", "ranges") if f"f{i}_{part}" in found}
             counts[request.name] = _facet_counts(request, parts)
         return counts
+
+    def _facet_field(self, request: FacetRequest) -> str | None:
+        """The field a facet counts, None for an attribute that lives in `attrs`."""
+        if not request.attribute and request.field in _BUILTIN_FACETS:
+            return _BUILTIN_FACETS[request.field]
+        own = self._fields.get(request.field)
+        if own is None:
+            return None
+        return f"attr_numbers.{own}" if request.kind == "range" else f"attr_values.{own}"
 
     def explain(self, query: str, product_id: str) -> dict[str, Any]:
         """Elasticsearch's explanation of one product's BM25 score for `query` (`matched` false if none)."""
@@ -500,38 +607,24 @@ def _bounds(low: float | None, high: float | None, below: float | None) -> dict[
     return bounds
 
 
-def _attribute_clause(attribute: AttributeFilter) -> dict[str, Any]:
-    """One attribute filter: a `nested` query on the object whose `key` is the attribute's."""
-    inner: list[dict[str, Any]] = [{"term": {"attrs.key": attribute.key}}]
-    if attribute.values:
-        inner.append({"terms": {"attrs.value": list(attribute.value_keys)}})
-    if attribute.is_range:
-        inner.append({"range": {"attrs.number": _bounds(attribute.min, attribute.max, attribute.below)}})
-    return {"nested": {"path": "attrs", "query": {"bool": {"filter": inner}}}}
 
 
 _BUILTIN_FACETS = {"brand": "brand_key", "category": "category_prefix", "price": "price"}
 
 
-def _is_attribute(request: FacetRequest) -> bool:
-    return request.attribute or request.field not in _BUILTIN_FACETS
-
-
-def _facet_aggregations(request: FacetRequest, products: int) -> dict[str, Any]:
-    """The aggregations of one facet over `products` documents: `terms`, or `stats` and `ranges`."""
-    if _is_attribute(request):
-        field = "attrs.number" if request.kind == "range" else "attrs.value"
-    else:
-        field = _BUILTIN_FACETS[request.field]
+def _facet_aggregations(request: FacetRequest, field: str, products: int, shards: int) -> dict[str, Any]:
+    """The aggregations of one facet of `field` over `products` documents: `terms`, or `stats` and
+    `ranges`."""
     if request.kind == "range":
         body: dict[str, Any] = {"stats": {"stats": {"field": field}}}
         if request.edges:
             body["ranges"] = {"range": {"field": field, "ranges": range_specs(request.edges)}}
         return body
     size = CATEGORY_TERMS if request.kind == "category" else request.size
-    # shard_size: every shard reports all its values of the set (at most one per product, or
-    # CATEGORY_TERMS category prefixes), so counts stay exact with several shards too
-    terms = {"field": field, "size": size, "shard_size": max(size, CATEGORY_TERMS, products)}
+    # shard_size: with several shards every shard reports all its values of the set (at most one per
+    # product, or CATEGORY_TERMS category prefixes), so merged counts stay exact; one shard's counts are
+    # exact as they are, and a wide shard_size only costs (0.2 ms per terms facet over 1,000 products)
+    terms = {"field": field, "size": size, "shard_size": size if shards == 1 else max(size, CATEGORY_TERMS, products)}
     return {"terms": {"terms": terms}}
 
 

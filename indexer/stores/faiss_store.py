@@ -19,11 +19,12 @@ Files in the store directory: `vectors.npy`, `ids.json`, `meta.json`, `columns.j
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,6 +54,25 @@ def faiss_module() -> Any:
     return faiss
 
 
+@contextlib.contextmanager
+def omp_threads(threads: int | None) -> Iterator[None]:
+    """FAISS's OpenMP threads for what runs inside, on the calling thread only (OpenMP keeps the count per
+    thread), then back to what it was; None or 0 leaves FAISS's own (one per core)."""
+    if not threads:
+        yield
+        return
+    faiss = faiss_module()
+    before = int(faiss.omp_get_max_threads())
+    if before == threads:
+        yield
+        return
+    faiss.omp_set_num_threads(threads)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 def gpu_count() -> int:
     faiss = faiss_module()
     get = getattr(faiss, "get_num_gpus", None)
@@ -64,8 +84,10 @@ class FaissVectorIndex:
 
     def __init__(self, path: str | os.PathLike[str], *, dim: int | None = None, kind: VectorKind = "flat",
                  hnsw_m: int = 32, ef_search: int = 128, nprobe: int = 16, use_gpu: bool | None = None,
-                 create: bool = False) -> None:
+                 create: bool = False, query_threads: int | None = None) -> None:
         self.path = Path(path)
+        self.query_threads = query_threads
+        """OpenMP threads of one query's FAISS search (`omp_threads`); None: FAISS's default."""
         self.kind: VectorKind = kind
         self.hnsw_m = hnsw_m
         self.ef_search = ef_search
@@ -256,7 +278,8 @@ class FaissVectorIndex:
         if k <= 0 or not self._ids:
             return []
         if filters is None or filters.empty:
-            scores, rows = self._search_index().search(query, min(k, len(self._ids)))
+            with omp_threads(self.query_threads):
+                scores, rows = self._search_index().search(query, min(k, len(self._ids)))
             return self._hits(scores[0], rows[0])
         mask = self.mask(filters)
         survivors = np.flatnonzero(mask)
@@ -271,7 +294,8 @@ class FaissVectorIndex:
             params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.ef_search, k))
         else:
             params = faiss.SearchParametersIVF(sel=selector, nprobe=self.nprobe)
-        scores, rows = self.index.search(query, min(k, int(survivors.size)), params=params)
+        with omp_threads(self.query_threads):
+            scores, rows = self.index.search(query, min(k, int(survivors.size)), params=params)
         hits = self._hits(scores[0], rows[0])
         if len(hits) < min(k, int(survivors.size)):  # the filter cut the graph or the probed lists short
             return self._exact(query[0], mask, survivors, k)

@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -148,6 +148,9 @@ class TantivyLexicalIndex:
         if self._writer is None:
             self._writer = self._index.writer(heap_size=128_000_000, num_threads=1)
         return self._writer
+
+    def plan_attribute_fields(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Nothing to plan: attributes are one JSON fast field whatever the catalog holds."""
 
     def upsert(self, products: Iterable[Product]) -> BulkReport:
         report = BulkReport()

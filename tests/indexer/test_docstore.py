@@ -39,3 +39,14 @@ def test_an_unfinished_bulk_load_keeps_only_committed_groups(tmp_path: Path) -> 
     reopened = ProductStore(tmp_path / "s.sqlite")
     assert reopened.count() == 150
     reopened.close()
+
+
+def test_attribute_counts_count_products_per_normalised_name(tmp_path: Path) -> None:
+    store = ProductStore(tmp_path / "s.sqlite")
+    products = [Product("a", "x", attributes={"Colour": "Black", "weight": "75"}),
+                Product("b", "x", attributes={"colour ": "White"}),
+                Product("c", "x", attributes={"ＷＥＩＧＨＴ": "80", "size": "M"}),
+                Product("d", "x")]
+    store.write_many([StoredProduct(p, f"c{p.id}", f"t{p.id}") for p in products])
+    assert store.attribute_counts() == {"colour": 2, "weight": 2, "size": 1}
+    store.close()

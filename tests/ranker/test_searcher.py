@@ -5,7 +5,7 @@ import pytest
 from indexer.pipeline import run_index
 from ranker.searcher import HybridSearcher, SearchOptions
 from shopfusion.config import Settings
-from shopfusion.errors import QueryError
+from shopfusion.errors import ConfigError, QueryError
 from shopfusion.types import Candidate, Filters, Product
 from tests.plugins.catalogs import TINY, write_jsonl
 
@@ -57,6 +57,17 @@ def test_per_call_overrides(searcher: HybridSearcher) -> None:
     rrf = searcher.search("drill", k=3, options=SearchOptions(method="rrf", rrf_k=10))
     assert rrf.fusion["method"] == "rrf" and rrf.fusion["rrf_k"] == 10
     assert rrf.hits[0].score == pytest.approx(2 / 11, rel=0.3)
+
+
+def test_vector_threads_are_applied_and_checked(searcher: HybridSearcher) -> None:
+    index_dir = searcher.directory.path
+    assert searcher.vectors.query_threads == 1  # the default: one OpenMP thread per query's FAISS search
+    every_core = HybridSearcher(index_dir, SETTINGS.replace("search", vector_threads=0))
+    assert every_core.vectors.query_threads == 0
+    assert every_core.search("drill", k=3).hits == searcher.search("drill", k=3).hits
+    every_core.close()
+    with pytest.raises(ConfigError, match="search.vector_threads must be a whole number >= 0"):
+        HybridSearcher(index_dir, SETTINGS.replace("search", vector_threads=-2))
 
 
 def test_empty_query_is_an_error(searcher: HybridSearcher) -> None:

@@ -84,7 +84,91 @@ def _filled(make_lexical, products=CATALOG) -> ElasticsearchLexicalIndex:  # typ
 
 
 class TestElasticsearchConformance(LexicalConformance):  # type: ignore[misc,valid-type]
-    """The shared LexicalIndex suite (tests/indexer/stores/conformance.py) against the real node."""
+    """The shared LexicalIndex suite (tests/indexer/stores/conformance.py) against the real node, every
+    attribute in the nested field (no plan: also how an index built before attribute fields reads)."""
+
+
+PLANNED = {"colour": 9, "weight": 8, "buttons": 1}
+"""A plan that gives three of FACETED's attributes fields of their own; the others stay nested."""
+
+
+class TestElasticsearchConformanceWithAttributeFields(LexicalConformance):  # type: ignore[misc,valid-type]
+    """The same suite with a mixed layout: some attributes in fields of their own, the rest nested."""
+
+    @pytest.fixture
+    def make_lexical(self, make_lexical):  # type: ignore[no-untyped-def]
+        def make() -> LexicalIndex:
+            index = make_lexical()
+            index.plan_attribute_fields(lambda: PLANNED)
+            return index
+
+        return make
+
+
+def _faceted_with_plan(es_settings, plan=PLANNED):  # type: ignore[no-untyped-def]
+    from tests.plugins.catalogs import FACETED
+
+    index = ElasticsearchLexicalIndex(es_settings, namespace="fields", version=f"v{uuid.uuid4().hex[:8]}",
+                                      create=True)
+    index.plan_attribute_fields(lambda: plan)
+    assert index.upsert(FACETED).failed == {}
+    index.commit()
+    return index
+
+
+def test_attribute_fields_are_recorded_and_read_back_by_a_new_reader(es_settings, raw_client) -> None:  # type: ignore[no-untyped-def]
+    """The plan lives in the index's `_meta`: a reader opened later (create=False, as the searcher opens
+    a published version) filters and counts on the same fields; the most common attributes get them, ties
+    by name, within `elasticsearch.attribute_fields`."""
+    from indexer.stores.base import reference_facet_counts
+    from tests.indexer.stores.conformance import ATTRIBUTE_FILTERS, FACET_REQUESTS, FACETED_QUERY
+    from tests.plugins.catalogs import FACETED
+
+    writer = _faceted_with_plan(replace(es_settings, attribute_fields=2), {"buttons": 5, "colour": 9, "weight": 5})
+    try:
+        meta = raw_client.indices.get_mapping(index=writer.name)[writer.name]["mappings"]["_meta"]["shopfusion"]
+        assert sorted(meta["attribute_fields"]) == ["buttons", "colour"]  # weight loses the tie with buttons
+        source = raw_client.get(index=writer.name, id="f01")["_source"]
+        assert source["attr_values"] == {meta["attribute_fields"]["colour"]: "black",
+                                         meta["attribute_fields"]["buttons"]: "3"}
+        assert {a["key"] for a in source["attrs"]} == {"weight", "connection"}
+        reader = ElasticsearchLexicalIndex(es_settings, namespace="fields", version=writer.version)
+        for filters in ATTRIBUTE_FILTERS:
+            got = {h.product_id for h in reader.search(FACETED_QUERY, k=50, filters=filters)}
+            assert got == {p.id for p in FACETED if filters.matches(p)}, filters
+        counts = reader.facet_counts([p.id for p in FACETED], FACET_REQUESTS)
+        for request in FACET_REQUESTS:
+            assert counts[request.name] == reference_facet_counts(FACETED, request), request
+        reader.close()
+    finally:
+        writer.drop()
+
+
+def test_a_resumed_build_keeps_the_attribute_fields_it_started_with(es_settings) -> None:  # type: ignore[no-untyped-def]
+    """Documents already written use the first plan; a resumed build with another plan must not split an
+    attribute between the layouts."""
+    from tests.indexer.stores.conformance import FACETED_QUERY
+    from tests.plugins.catalogs import FACETED
+
+    first = _faceted_with_plan(es_settings, {"colour": 3})
+    try:
+        resumed = ElasticsearchLexicalIndex(es_settings, namespace="fields", version=first.version, create=True)
+        resumed.plan_attribute_fields(lambda: {"weight": 9, "material": 8})
+        assert resumed.upsert(FACETED[:2]).failed == {}
+        resumed.commit()
+        assert resumed._fields == first._fields and list(first._fields) == ["colour"]
+        for filters in (Filters(attributes={"colour": ("black",)}), Filters(attributes={"weight": ("93",)})):
+            got = {h.product_id for h in resumed.search(FACETED_QUERY, k=50, filters=filters)}
+            assert got == {p.id for p in FACETED if filters.matches(p)}, filters  # whichever run wrote it
+    finally:
+        first.drop()
+
+
+def test_attribute_fields_setting_is_checked(es_settings) -> None:  # type: ignore[no-untyped-def]
+    index = ElasticsearchLexicalIndex(replace(es_settings, attribute_fields=-1), namespace="fields",
+                                      version="vbad", create=True)
+    with pytest.raises(ConfigError, match="attribute_fields must be a whole number >= 0"):
+        index.plan_attribute_fields(lambda: {"colour": 1})
 
 
 # -- the Protocol and filters ------------------------------------------------------------------------------
@@ -480,3 +564,34 @@ def test_the_ranking_stage_reads_the_same_features_from_elasticsearch(es_setting
         fields = [FEATURE_NAMES.index(f"bm25_{name}") for name in ("title", "description", "brand", "category")]
         assert matrices["tantivy"].shape[0] > 10 and (matrices["tantivy"][:, fields] > 0).any(axis=0).sum() >= 2
         np.testing.assert_allclose(matrices["elasticsearch"], matrices["tantivy"], rtol=1e-3, atol=1e-4, err_msg=text)
+
+
+def test_an_index_build_gives_the_most_common_attributes_fields_of_their_own(es_settings, raw_client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`shopfusion index` plans the fields from the product store's counts: with room for two, the two
+    attributes the most products have (ties by name) get them, and search filters and facets agree with
+    the reference on the published version."""
+    import collections
+
+    from indexer.pipeline import run_index
+    from ranker.searcher import HybridSearcher
+    from ranker.view import ResultView
+    from shopfusion.config import Settings
+    from shopfusion.types import attribute_values
+    from tests.plugins.catalogs import FACETED, write_jsonl
+
+    counts = collections.Counter(key for p in FACETED for key in attribute_values(p))
+    expected = sorted(sorted(counts, key=lambda key: (-counts[key], key))[:2])
+    catalog = write_jsonl(tmp_path / "c.jsonl", [p.to_dict() for p in FACETED])
+    settings = (replace(Settings(), elasticsearch=replace(es_settings, attribute_fields=2))
+                .replace("index", model="hash:32", analyzer="standard", lexical="elasticsearch")
+                .replace("search", policy="none", intent_model="none"))
+    run_index(catalog, tmp_path / "idx", settings=settings)
+    searcher = HybridSearcher(tmp_path / "idx", settings)
+    name = searcher.lexical.name
+    meta = raw_client.indices.get_mapping(index=name)[name]["mappings"]["_meta"]["shopfusion"]
+    assert sorted(meta["attribute_fields"]) == expected
+    black = Filters(attributes={"colour": ("black",)})
+    results = searcher.search("mouse keyboard hub stand pad thermometer bungee", k=50, filters=black,
+                              view=ResultView(facets="colour,weight,connection"), mode="lexical")
+    assert {h.product_id for h in results.hits} == {p.id for p in FACETED if black.matches(p)}
+    assert results.facets is not None and results.facets["colour"].buckets[0].value == "black"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from indexer.stores.base import VectorIndex
-from indexer.stores.faiss_store import EXACT_BELOW, FaissVectorIndex
+from indexer.stores.faiss_store import EXACT_BELOW, FaissVectorIndex, omp_threads
 from shopfusion.encoders import HashingEncoder
 from shopfusion.errors import IndexStateError, QueryError
 from shopfusion.types import Filters, Product
@@ -71,6 +71,36 @@ def test_reload_gives_same_results(index: FaissVectorIndex) -> None:
     reloaded = FaissVectorIndex(index.path)
     assert reloaded.search(query, k=5) == index.search(query, k=5)
     assert reloaded.kind == index.kind
+
+
+def test_one_thread_per_query_gives_the_same_hits_and_leaves_other_threads_alone(index: FaissVectorIndex) -> None:
+    """`query_threads` sets FAISS's OpenMP threads for the search only, on the calling thread only."""
+    import threading
+
+    import faiss
+
+    query = ENCODER.encode_query("garden hose")
+    one = FaissVectorIndex(index.path, query_threads=1)
+    before = faiss.omp_get_max_threads()
+    seen: list[int] = []
+
+    def other_thread() -> None:
+        seen.append(faiss.omp_get_max_threads())
+
+    for filters in (None, Filters(category=("Garden",))):
+        assert one.search(query, k=5, filters=filters) == index.search(query, k=5, filters=filters)
+        assert faiss.omp_get_max_threads() == before
+    def in_another_thread() -> int:
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        worker.join()
+        return seen.pop()
+
+    default = in_another_thread()
+    with omp_threads(1):
+        assert faiss.omp_get_max_threads() == 1
+        assert in_another_thread() == default
+    assert faiss.omp_get_max_threads() == before
 
 
 def test_upsert_replaces_and_delete_removes(index: FaissVectorIndex) -> None:
