@@ -292,7 +292,7 @@ class ElasticsearchLexicalIndex:
             return
         with self._errors("open"):
             try:
-                mapping = self.client.indices.get(index=self.name, features="mappings,settings")
+                mapping = self.client.indices.get(index=self.name)
             except _es().NotFoundError as exc:
                 if _error_type(exc) != "index_not_found_exception":
                     raise
@@ -313,7 +313,7 @@ class ElasticsearchLexicalIndex:
                 except _es().BadRequestError as exc:
                     if _error_type(exc) != "resource_already_exists_exception":
                         raise
-                    self._read_layout(self.client.indices.get(index=self.name, features="mappings,settings"))
+                    self._read_layout(self.client.indices.get(index=self.name))
             else:
                 self._read_layout(mapping)
                 if self.create:
@@ -605,8 +605,6 @@ def _bounds(low: float | None, high: float | None, below: float | None) -> dict[
     if below is not None:
         bounds["lt"] = float(below)
     return bounds
-
-
 
 
 _BUILTIN_FACETS = {"brand": "brand_key", "category": "category_prefix", "price": "price"}
