@@ -169,12 +169,22 @@ class ProductStore:
 
     @_translated
     def attribute_counts(self) -> dict[str, int]:
-        """Normalised attribute name -> how many products name it (SQLite's JSON functions read the
-        stored documents; no product is parsed in Python)."""
-        counts: dict[str, int] = {}
-        for name, n in self._conn.execute(
+        """Normalised attribute name -> how many products name it. SQLite's JSON functions read the
+        stored documents (no product is parsed in Python); an SQLite built without them is read row by row."""
+        try:
+            rows = self._conn.execute(
                 "SELECT a.key, COUNT(*) FROM products, json_each(products.doc, '$.attributes') AS a"
-                " GROUP BY a.key"):
+                " GROUP BY a.key").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "json_each" not in str(exc):
+                raise
+            names: dict[str, int] = {}
+            for (doc,) in self._conn.execute("SELECT doc FROM products"):
+                for name in json.loads(doc).get("attributes") or {}:
+                    names[name] = names.get(name, 0) + 1
+            rows = list(names.items())
+        counts: dict[str, int] = {}
+        for name, n in rows:
             key = normalize_text(str(name))
             if key:
                 counts[key] = counts.get(key, 0) + int(n)

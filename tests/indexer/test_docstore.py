@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from indexer.docstore import ProductStore, StoredProduct
@@ -49,4 +50,18 @@ def test_attribute_counts_count_products_per_normalised_name(tmp_path: Path) -> 
                 Product("d", "x")]
     store.write_many([StoredProduct(p, f"c{p.id}", f"t{p.id}") for p in products])
     assert store.attribute_counts() == {"colour": 2, "weight": 2, "size": 1}
+
+    class NoJson:  # an SQLite built without its JSON functions
+        def __init__(self, conn) -> None:  # type: ignore[no-untyped-def]
+            self.conn = conn
+
+        def execute(self, sql: str, *args):  # type: ignore[no-untyped-def]
+            if "json_each" in sql:
+                raise sqlite3.OperationalError("no such table: json_each")
+            return self.conn.execute(sql, *args)
+
+    real = store._conn
+    store._conn = NoJson(real)  # type: ignore[assignment]
+    assert store.attribute_counts() == {"colour": 2, "weight": 2, "size": 1}
+    store._conn = real
     store.close()
