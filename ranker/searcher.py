@@ -36,9 +36,9 @@ from ranker.paging import SortKey
 from ranker.policy import Decision, Policy, PolicyRow, load_policy
 from ranker.view import ResultView, ViewPlan, plan_view
 from shopfusion.artifacts import EncoderRef
-from shopfusion.config import Settings
+from shopfusion.config import Settings, check_count
 from shopfusion.encoders import Encoder, load_encoder
-from shopfusion.errors import BackendError, ConfigError, IndexStateError, QueryError
+from shopfusion.errors import BackendError, IndexStateError, QueryError
 from shopfusion.types import (
     Candidate,
     Facets,
@@ -92,10 +92,8 @@ class HybridSearcher:
     def __init__(self, index_dir: str | Path, settings: Settings | None = None,
                  policy: Policy | None = None) -> None:
         self.settings = settings or Settings()
-        threads = self.settings.search.vector_threads
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-            raise ConfigError(f"search.vector_threads must be a whole number >= 0, got {threads!r}: the OpenMP"
-                              " threads of one query's vector search (1, the default; 0: one per core)")
+        check_count("search.vector_threads", self.settings.search.vector_threads,
+                    "the OpenMP threads of one query's vector search (1, the default; 0: one per core)")
         self.directory = IndexDirectory(index_dir)
         self.manifest: Manifest = self.directory.read_manifest()
         version_dir = self.directory.version_path(self.manifest.version)

@@ -327,6 +327,13 @@ def _redact_value(value: Any) -> Any:
     return value
 
 
+def check_count(name: str, value: object, meaning: str) -> int:
+    """A setting that counts something (0 allowed), or a `ConfigError` that names it and says what it is."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be a whole number >= 0, got {value!r}: {meaning}")
+    return value
+
+
 def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from a TOML file and the environment; see the module docstring for precedence."""
     env = os.environ if env is None else env

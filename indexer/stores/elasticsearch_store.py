@@ -23,7 +23,7 @@ Each index version is a concrete index `{prefix}-{namespace}-{version}` behind t
 `{prefix}-{namespace}`; `activate()` moves the alias in one atomic `_aliases` call, so readers switch from
 the old version to the new one with no gap, and `cleanup_versions` deletes old versions on request.
 
->>> from shopfusion.config import ElasticsearchSettings
+>>> from shopfusion.config import ElasticsearchSettings, check_count
 >>> from shopfusion.types import Product
 >>> settings = ElasticsearchSettings(hosts=("http://127.0.0.1:9200",), analyzer="standard")
 >>> index = ElasticsearchLexicalIndex(settings, namespace="demo", version="v1", create=True)
@@ -46,7 +46,7 @@ import numpy as np
 
 from indexer.stores.base import TEXT_FIELDS, BulkReport, FacetCounts, FacetRequest, field_texts, range_specs
 from indexer.stores.bm25 import FieldStatistics, bm25_matrix
-from shopfusion.config import ElasticsearchSettings
+from shopfusion.config import ElasticsearchSettings, check_count
 from shopfusion.errors import BackendError, ConfigError, require
 from shopfusion.types import (
     AttributeFilter,
@@ -138,10 +138,8 @@ class ElasticsearchLexicalIndex:
         normalised name -> products; ties by name) fields of their own in the index this object creates.
         Call it before the first write; an index that already exists keeps the plan it was created with
         (its documents were written by it), so a resumed build stays consistent."""
-        cap = self.settings.attribute_fields
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
-            raise ConfigError(f"elasticsearch.attribute_fields must be a whole number >= 0, got {cap!r}: the"
-                              " number of attributes with fields of their own (0: all in one nested field)")
+        cap = check_count("elasticsearch.attribute_fields", self.settings.attribute_fields,
+                          "the number of attributes with fields of their own (0: all in one nested field)")
         if not self.create or self._ready or cap == 0:
             return
         ranked = sorted(((-n, name) for name, n in counts().items() if name and n > 0))[:cap]
@@ -256,20 +254,25 @@ class ElasticsearchLexicalIndex:
         clauses.extend(self._attribute_clause(attribute) for attribute in filters.attributes)
         return clauses
 
+    def _attribute_fields(self, key: str) -> tuple[str, str, bool]:
+        """Where an attribute lives: its value field, its number field, and whether they are in `attrs`."""
+        own = self._fields.get(key)
+        if own is None:
+            return "attrs.value", "attrs.number", True
+        return f"attr_values.{own}", f"attr_numbers.{own}", False
+
     def _attribute_clause(self, attribute: AttributeFilter) -> dict[str, Any]:
         """One attribute filter: on the attribute's own fields, or a `nested` query on the object whose
         `key` is the attribute's."""
-        field = self._fields.get(attribute.key)
-        values, numbers = ("attrs.value", "attrs.number") if field is None else \
-            (f"attr_values.{field}", f"attr_numbers.{field}")
-        inner: list[dict[str, Any]] = [] if field is not None else [{"term": {"attrs.key": attribute.key}}]
+        values, numbers, nested = self._attribute_fields(attribute.key)
+        inner: list[dict[str, Any]] = [{"term": {"attrs.key": attribute.key}}] if nested else []
         if attribute.values:
             inner.append({"terms": {values: list(attribute.value_keys)}})
         if attribute.is_range:
             inner.append({"range": {numbers: _bounds(attribute.min, attribute.max, attribute.below)}})
-        if field is not None:
-            return inner[0] if len(inner) == 1 else {"bool": {"filter": inner}}
-        return {"nested": {"path": "attrs", "query": {"bool": {"filter": inner}}}}
+        if nested:
+            return {"nested": {"path": "attrs", "query": {"bool": {"filter": inner}}}}
+        return inner[0] if len(inner) == 1 else {"bool": {"filter": inner}}
 
     def query_body(self, query: str, filters: Filters | None = None,
                    ids: Sequence[str] | None = None) -> dict[str, Any]:
@@ -508,10 +511,13 @@ class ElasticsearchLexicalIndex:
         aggregations: dict[str, Any] = {}
         nested: dict[str, Any] = {}
         for i, request in enumerate(requests):
-            field = self._facet_field(request)
-            body = _facet_aggregations(request, field or ("attrs.number" if request.kind == "range" else
-                                                          "attrs.value"), len(wanted), self._shards)
-            if field is None:  # one nested join for all of them, not one per attribute
+            if not request.attribute and request.field in _BUILTIN_FACETS:
+                field, in_attrs = _BUILTIN_FACETS[request.field], False
+            else:
+                values, numbers, in_attrs = self._attribute_fields(request.field)
+                field = numbers if request.kind == "range" else values
+            body = _facet_aggregations(request, field, len(wanted), self._shards)
+            if in_attrs:  # one nested join for all of them, not one per attribute
                 nested[f"f{i}"] = {"filter": {"term": {"attrs.key": request.field}}, "aggs": body}
             else:
                 aggregations.update({f"f{i}_{part}": agg for part, agg in body.items()})
@@ -528,15 +534,6 @@ class ElasticsearchLexicalIndex:
                 part: found[f"f{i}_{part}"] for part in ("terms", "stats", "ranges") if f"f{i}_{part}" in found}
             counts[request.name] = _facet_counts(request, parts)
         return counts
-
-    def _facet_field(self, request: FacetRequest) -> str | None:
-        """The field a facet counts, None for an attribute that lives in `attrs`."""
-        if not request.attribute and request.field in _BUILTIN_FACETS:
-            return _BUILTIN_FACETS[request.field]
-        own = self._fields.get(request.field)
-        if own is None:
-            return None
-        return f"attr_numbers.{own}" if request.kind == "range" else f"attr_values.{own}"
 
     def explain(self, query: str, product_id: str) -> dict[str, Any]:
         """Elasticsearch's explanation of one product's BM25 score for `query` (`matched` false if none)."""
